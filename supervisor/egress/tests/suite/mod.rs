@@ -1,0 +1,7 @@
+mod capture;
+mod connect;
+mod dns;
+mod forward;
+mod perf;
+mod reload;
+mod support;

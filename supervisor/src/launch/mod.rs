@@ -1,0 +1,220 @@
+//! The launch stage: from a [`SandboxSpec`] to a running, restricted agent (architecture/supervisor.md,
+//! steps 3-7).
+//!
+//! [`launch`] runs in the (possibly multi-threaded) supervisor: it re-executes this binary as
+//! `__launch --control-fd N` with no `pre_exec` code and an empty environment, sends the spec over a
+//! `SOCK_SEQPACKET` channel and receives the listeners and the enforcement report. Everything that needs
+//! privileges or `fork` happens in the fresh single-threaded process ([`stage_main`]): the launch stage
+//! ([`stage`]), sandbox init ([`init`]) and the agent's last steps before `execve` ([`agent`]).
+//!
+//! Threat handled: the agent escaping its namespaces, filesystem view, network, privileges, Landlock
+//! domain or seccomp filter, and the sandbox outliving the supervisor. Residual risk: what the spec grants;
+//! the kernel; see the sys crate's module docs for each layer.
+
+mod agent;
+mod control;
+mod init;
+mod protocol;
+mod stage;
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+
+use openshell_supervisor_sys::landlock::{LandlockReport, LandlockSpec};
+use openshell_supervisor_sys::seccomp::SeccompSummary;
+use serde::{Deserialize, Serialize};
+
+pub use control::Control;
+pub use stage::stage_main;
+
+/// Everything the launch stage needs, as plain data (the policy is mapped to this by the caller).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSpec {
+    pub sandbox_id: String,
+    /// Host path of the root: `/` (read-only view of the host) or a root filesystem directory.
+    pub root: PathBuf,
+    /// Host path of the workdir; bound read-write at the same path inside; the agent's cwd.
+    pub workdir: PathBuf,
+    /// Command; `argv[0]` without `/` is looked up in the `PATH` of `env`.
+    pub argv: Vec<String>,
+    /// The agent's complete environment.
+    pub env: Vec<(String, String)>,
+    /// The agent's uid/gid inside the sandbox (never 0). Rootless: mapped to the caller's ids outside.
+    pub uid: u32,
+    pub gid: u32,
+    pub landlock: LandlockSpec,
+    /// Explicit proxy listener port on 127.0.0.1 and ::1.
+    pub proxy_port: u16,
+    /// DNS listener port (UDP and TCP) on 0.0.0.0 and [::].
+    pub dns_port: u16,
+    /// TCP ports captured on 0.0.0.0 and [::].
+    pub capture_ports: Vec<u16>,
+    pub hostname: String,
+}
+
+/// Listeners created inside the sandbox's network namespace, served by the supervisor. Blocking; set
+/// them non-blocking before handing them to an async runtime.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// `127.0.0.1:proxy_port` (and `[::1]:proxy_port` when the kernel has IPv6).
+    pub proxy: Vec<TcpListener>,
+    /// `(port, listener)` on `0.0.0.0:port` and `[::]:port`.
+    pub capture: Vec<(u16, TcpListener)>,
+    pub dns_udp: Vec<UdpSocket>,
+    pub dns_tcp: Vec<TcpListener>,
+    /// `NETLINK_SOCK_DIAG` socket created in the agent's netns (binary identity lookups).
+    pub sock_diag: Option<std::os::fd::OwnedFd>,
+}
+
+/// What is enforced, as reported by the agent process just before `execve`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnforcementReport {
+    pub landlock: LandlockReport,
+    pub seccomp: SeccompSummary,
+    /// Namespaces the agent is in (besides `user` when `user_namespace`).
+    pub namespaces: Vec<String>,
+    /// The agent's ids inside the sandbox.
+    pub uid: u32,
+    pub gid: u32,
+    /// Rootless mode: a user namespace maps uid/gid to the caller's ids.
+    pub user_namespace: bool,
+    /// Supplementary groups were cleared (not possible in a user namespace: the caller's stay).
+    pub groups_cleared: bool,
+    /// Every capability set is empty and `no_new_privs` is set (verified, also `setuid(0)` fails).
+    pub no_new_privs: bool,
+    pub capabilities: Vec<String>,
+    /// How connections are captured.
+    pub capture: String,
+    pub ipv6: bool,
+    /// Capture ports not opened, with the reason (e.g. the proxy's own port).
+    pub skipped_capture_ports: Vec<String>,
+    /// `/etc/resolv.conf` handling.
+    pub resolv_conf: String,
+    /// Sandbox init keeps only these capabilities (to signal the agent).
+    pub init_capabilities: Vec<String>,
+}
+
+/// A running sandbox.
+#[derive(Debug)]
+pub struct Launched {
+    /// Host pid of sandbox init (pid 1 of the sandbox).
+    pub init_pid: i32,
+    /// Host pid of the agent (0 if it could not be determined; use `init_pid` then).
+    pub agent_pid: i32,
+    pub listeners: Listeners,
+    pub report: EnforcementReport,
+    pub control: Control,
+}
+
+/// Why the sandbox could not be started or controlled.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("invalid sandbox spec: {field}: {reason}")]
+    InvalidSpec { field: &'static str, reason: String },
+    #[error("cannot start the launch stage (/proc/self/exe __launch)")]
+    Spawn(#[source] std::io::Error),
+    #[error("cannot create the control channel")]
+    Channel(#[source] openshell_supervisor_sys::fdpass::FdPassError),
+    #[error("{step}")]
+    Protocol {
+        step: &'static str,
+        #[source]
+        source: protocol::ChannelError,
+    },
+    #[error("unexpected message from the sandbox during {step}: {message}")]
+    Unexpected { step: &'static str, message: String },
+    #[error("sandbox setup failed at {stage}: {message}")]
+    Setup { stage: String, message: String },
+    #[error("the launch stage ended before the sandbox was ready (exit status {status})")]
+    StageExited { status: String },
+    #[error("sandbox init refused the request: {message}")]
+    Request { message: String },
+    #[error("the sandbox is gone (agent exited)")]
+    Gone,
+    #[error("waiting for the launch stage failed")]
+    Wait(#[source] std::io::Error),
+    #[error("wait() was already called on another handle of this sandbox")]
+    AlreadyWaited,
+}
+
+fn validate(spec: &SandboxSpec) -> Result<(), LaunchError> {
+    let bad = |field, reason: &str| Err(LaunchError::InvalidSpec { field, reason: reason.to_string() });
+    if spec.argv.is_empty() || spec.argv[0].is_empty() {
+        return bad("argv", "no command");
+    }
+    if spec.uid == 0 || spec.gid == 0 {
+        return bad("uid/gid", "the agent never runs as root");
+    }
+    for (field, p) in [("root", &spec.root), ("workdir", &spec.workdir)] {
+        if !p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+            return bad(field, "must be an absolute path without '..'");
+        }
+    }
+    if spec.workdir == std::path::Path::new("/") {
+        return bad("workdir", "/ cannot be the writable workdir");
+    }
+    if spec.hostname.is_empty() || spec.hostname.len() > 64 {
+        return bad("hostname", "must be 1 to 64 bytes");
+    }
+    if spec.proxy_port == 0 || spec.dns_port == 0 || spec.proxy_port == spec.dns_port {
+        return bad("proxy_port/dns_port", "must be two different, non-zero ports");
+    }
+    if spec.capture_ports.contains(&0) {
+        return bad("capture_ports", "port 0 cannot be captured");
+    }
+    if spec.env.iter().any(|(k, _)| k.is_empty() || k.contains('=')) {
+        return bad("env", "variable names must be non-empty and contain no '='");
+    }
+    Ok(())
+}
+
+/// Starts the sandbox described by `spec` and returns once the agent is executing its command (or
+/// failed to). Blocking. The launch stage inherits stdin/stdout/stderr: the agent talks to the caller's
+/// terminal directly.
+pub fn launch(spec: &SandboxSpec) -> Result<Launched, LaunchError> {
+    validate(spec)?;
+    control::start(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn spec() -> SandboxSpec {
+        SandboxSpec {
+            sandbox_id: "t".into(),
+            root: "/".into(),
+            workdir: "/tmp".into(),
+            argv: vec!["true".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            uid: 1000,
+            gid: 1000,
+            landlock: LandlockSpec::default(),
+            proxy_port: 3128,
+            dns_port: 53,
+            capture_ports: vec![443],
+            hostname: "sandbox-t".into(),
+        }
+    }
+
+    #[test]
+    fn validation_rejects_root_and_bad_paths() {
+        assert!(validate(&spec()).is_ok());
+        assert!(validate(&SandboxSpec { uid: 0, ..spec() }).is_err());
+        assert!(validate(&SandboxSpec { argv: vec![], ..spec() }).is_err());
+        assert!(validate(&SandboxSpec { workdir: "/".into(), ..spec() }).is_err());
+        assert!(validate(&SandboxSpec { workdir: "rel".into(), ..spec() }).is_err());
+        assert!(validate(&SandboxSpec { root: "/a/../b".into(), ..spec() }).is_err());
+        assert!(validate(&SandboxSpec { env: vec![("A=B".into(), "c".into())], ..spec() }).is_err());
+        assert!(validate(&SandboxSpec { dns_port: 3128, ..spec() }).is_err());
+        assert!(validate(&SandboxSpec { capture_ports: vec![443, 0], ..spec() }).is_err());
+    }
+
+    #[test]
+    fn spec_round_trips_as_json() {
+        let s = spec();
+        let back: SandboxSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}

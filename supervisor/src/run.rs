@@ -1,0 +1,255 @@
+//! `openshell-supervisor run`: standalone mode.
+//!
+//! Validates the policy before anything starts, launches the sandbox through the single-threaded launch
+//! stage, serves the agent's network from the host side, reports what is enforced, reloads the network
+//! policy on SIGHUP, and exits with the agent's status.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use openshell_egress::events::{Event, EventDecision, EventKind, EventSink};
+use openshell_egress::{Egress, EgressOptions, EgressSockets, IdentitySource};
+use openshell_policy::{NetworkEngine, Policy};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::launch::{self, Launched};
+use crate::reload::Reloader;
+use crate::spec::{self, RunInputs};
+
+/// Exit status when the input (policy, flags) is invalid. Same as clap's usage errors.
+const EXIT_INVALID_INPUT: u8 = 2;
+/// Exit status when the sandbox could not be started (container convention).
+const EXIT_START_FAILED: u8 = 125;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Policy file (YAML, `version: 1`).
+    #[arg(long)]
+    policy: PathBuf,
+    /// Directory the agent works in (read-write, its cwd and HOME). Default: the current directory.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Root filesystem for the sandbox. Default: the host's `/`, read-only.
+    #[arg(long)]
+    rootfs: Option<PathBuf>,
+    /// Append one JSON object per line for every security-relevant event to this file.
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// Extra environment variable for the agent (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Identifier of this sandbox in events. Default: generated.
+    #[arg(long)]
+    sandbox_id: Option<String>,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let valid = !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "`{k}` is not a valid variable name (letters, digits, _; not starting with a digit)"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Why `run` failed before the agent's status was known.
+enum Failure {
+    InvalidInput(anyhow::Error),
+    StartFailed(anyhow::Error),
+}
+
+pub fn main(args: RunArgs) -> ExitCode {
+    init_tracing();
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::InvalidInput(e)) => {
+            eprintln!("openshell-supervisor: {e:#}");
+            ExitCode::from(EXIT_INVALID_INPUT)
+        }
+        Err(Failure::StartFailed(e)) => {
+            eprintln!("openshell-supervisor: the sandbox could not be started: {e:#}");
+            ExitCode::from(EXIT_START_FAILED)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENSHELL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn run(args: RunArgs) -> Result<u8, Failure> {
+    let policy = load_policy(&args.policy).map_err(Failure::InvalidInput)?;
+    let root = args.rootfs.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let workdir = resolve_workdir(args.workdir.as_deref()).map_err(Failure::InvalidInput)?;
+    if !root.join("bin").exists() && !root.join("usr").exists() {
+        return Err(Failure::InvalidInput(anyhow::anyhow!(
+            "--rootfs {}: not a root filesystem (no /bin or /usr)",
+            root.display()
+        )));
+    }
+    let sandbox_id = args.sandbox_id.clone().unwrap_or_else(generate_id);
+    let lookup = |name: &str| std::env::var(name).ok();
+    let inputs = RunInputs {
+        sandbox_id: &sandbox_id,
+        root: &root,
+        workdir: &workdir,
+        argv: &args.command,
+        extra_env: &args.env,
+        lookup_env: &lookup,
+    };
+    let sandbox = spec::sandbox_spec(&policy, &inputs);
+    let events = match &args.events {
+        Some(path) => EventSink::file(path)
+            .with_context(|| format!("--events {}", path.display()))
+            .map_err(Failure::InvalidInput)?,
+        None => EventSink::null(),
+    };
+    let policy = Arc::new(policy);
+    let engine = NetworkEngine::new(policy.clone(), 1)
+        .context("compiling the network policy")
+        .map_err(Failure::StartFailed)?;
+
+    // The agent starts here; its first connections wait in the listeners' backlogs until the proxy serves.
+    let launched = launch::launch(&sandbox).map_err(|e| Failure::StartFailed(e.into()))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(Failure::StartFailed)?;
+    let outcome = runtime.block_on(supervise(
+        launched,
+        Arc::new(engine),
+        Ctx { events: events.clone(), sandbox_id, policy_path: args.policy.clone(), policy },
+    ));
+    events.flush(Duration::from_secs(2));
+    outcome
+}
+
+/// What the supervision loop needs besides the launched sandbox.
+struct Ctx {
+    events: EventSink,
+    sandbox_id: String,
+    policy_path: PathBuf,
+    policy: Arc<Policy>,
+}
+
+async fn supervise(launched: Launched, engine: Arc<NetworkEngine>, ctx: Ctx) -> Result<u8, Failure> {
+    let Ctx { events, sandbox_id, policy_path, policy } = ctx;
+    let Launched { init_pid, agent_pid, listeners, report, control } = launched;
+    let sockets = EgressSockets {
+        proxy: listeners.proxy,
+        capture: listeners.capture,
+        dns_udp: listeners.dns_udp,
+        dns_tcp: listeners.dns_tcp,
+        sock_diag: listeners.sock_diag,
+    };
+    let options = EgressOptions::new(sandbox_id.clone(), IdentitySource::SandboxInit { init_pid });
+    let egress = Egress::start(sockets, options, engine.clone(), events.clone())
+        .await
+        .context("starting the egress proxy")
+        .map_err(Failure::StartFailed)?;
+    let mut started = Event::new(&sandbox_id, EventKind::Lifecycle, EventDecision::Info)
+        .with_detail("enforcement", serde_json::to_value(&report).unwrap_or_default());
+    started.reason = Some("started".into());
+    started.generation = Some(engine.generation());
+    started.pid = Some(agent_pid);
+    events.emit(started);
+    if !report.landlock.fully_enforced {
+        let mut degraded = Event::new(&sandbox_id, EventKind::Lifecycle, EventDecision::Audit)
+            .with_detail("severity", "high")
+            .with_detail("landlock", serde_json::to_value(&report.landlock).unwrap_or_default());
+        degraded.reason = Some("landlock_degraded".into());
+        events.emit(degraded);
+    }
+
+    let reloader = Reloader::new(
+        policy_path,
+        policy,
+        engine.generation(),
+        control.clone(),
+        events.clone(),
+        sandbox_id.clone(),
+    );
+    let waiter = {
+        let control = control.clone();
+        tokio::task::spawn_blocking(move || control.wait())
+    };
+    tokio::pin!(waiter);
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| Failure::StartFailed(e.into()))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::StartFailed(e.into()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::StartFailed(e.into()))?;
+    let mut quit = signal(SignalKind::quit()).map_err(|e| Failure::StartFailed(e.into()))?;
+    let stdin_is_tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let status = loop {
+        tokio::select! {
+            status = &mut waiter => break status,
+            _ = hup.recv() => reloader.reload(&egress).await,
+            _ = term.recv() => forward(&control, libc::SIGTERM),
+            // A terminal's Ctrl-C and Ctrl-\ already reach the agent (same foreground process group).
+            _ = quit.recv() => if !stdin_is_tty { forward(&control, libc::SIGQUIT) },
+            _ = int.recv() => if !stdin_is_tty { forward(&control, libc::SIGINT) },
+        }
+    };
+    let code = match status {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => return Err(Failure::StartFailed(e.into())),
+        Err(e) => return Err(Failure::StartFailed(e.into())),
+    };
+    let mut exited =
+        Event::new(&sandbox_id, EventKind::Lifecycle, EventDecision::Info).with_detail("status", code);
+    exited.reason = Some("exited".into());
+    events.emit(exited);
+    drop(egress);
+    Ok(code)
+}
+
+fn forward(control: &launch::Control, sig: i32) {
+    if let Err(e) = control.signal_agent(sig) {
+        tracing::warn!("forwarding signal {sig} to the agent: {e}");
+    }
+}
+
+fn load_policy(path: &Path) -> anyhow::Result<Policy> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read policy {}", path.display()))?;
+    Policy::from_yaml(&text).map_err(|errors| anyhow::anyhow!("invalid policy {}:\n{errors}", path.display()))
+}
+
+fn resolve_workdir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = match given {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_dir().context("cannot determine the current directory")?,
+    };
+    let dir = dir.canonicalize().with_context(|| format!("--workdir {}: does not exist", dir.display()))?;
+    if !dir.is_dir() {
+        anyhow::bail!("--workdir {}: not a directory", dir.display());
+    }
+    if dir == Path::new("/") {
+        anyhow::bail!("--workdir /: the root directory cannot be the writable workdir");
+    }
+    Ok(dir)
+}
+
+/// A random-enough identifier for events: time and pid, hex.
+fn generate_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}{:x}", nanos & 0xffff_ffff_ffff, std::process::id())
+}
