@@ -1,0 +1,12 @@
+mod bad_input;
+mod common;
+mod contract;
+mod control;
+mod corpus;
+mod escapes;
+mod exit_codes;
+mod harness;
+mod net_deny;
+mod net_positive;
+mod reload;
+mod static_bin;
