@@ -5,6 +5,7 @@
 //! supervisor re-executes itself into to build the sandbox (see architecture/supervisor.md).
 #![forbid(unsafe_code)]
 
+mod binaries;
 mod check;
 mod launch;
 mod passwd;

@@ -17,6 +17,8 @@ use crate::launch::Control;
 
 pub struct Reloader {
     path: PathBuf,
+    /// The sandbox's root filesystem, where symlinked binaries are resolved.
+    root: PathBuf,
     control: Control,
     events: EventSink,
     sandbox_id: String,
@@ -30,14 +32,14 @@ struct State {
 
 impl Reloader {
     pub fn new(
-        path: PathBuf,
+        (path, root): (PathBuf, PathBuf),
         policy: Arc<Policy>,
         generation: u64,
         control: Control,
         events: EventSink,
         sandbox_id: String,
     ) -> Self {
-        Reloader { path, control, events, sandbox_id, state: Mutex::new(State { policy, generation }) }
+        Reloader { path, root, control, events, sandbox_id, state: Mutex::new(State { policy, generation }) }
     }
 
     pub async fn reload(&self, egress: &Egress) {
@@ -47,7 +49,7 @@ impl Reloader {
             Err(e) => return self.rejected(&state, format!("cannot read {}: {e}", self.path.display())),
         };
         let new = match Policy::from_yaml(&text) {
-            Ok(p) => Arc::new(p),
+            Ok(p) => Arc::new(crate::binaries::with_resolved_binaries(p, &self.root)),
             Err(errors) => return self.rejected(&state, errors.to_string()),
         };
         let generation = state.generation + 1;

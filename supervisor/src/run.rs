@@ -16,6 +16,7 @@ use openshell_egress::{Egress, EgressOptions, EgressSockets, IdentitySource};
 use openshell_policy::{NetworkEngine, Policy};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::binaries;
 use crate::launch::{self, Launched};
 use crate::reload::Reloader;
 use crate::spec::{self, RunInputs};
@@ -110,6 +111,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         extra_env: &args.env,
         lookup_env: &lookup,
     };
+    let policy = binaries::with_resolved_binaries(policy, &root);
     let sandbox = spec::sandbox_spec(&policy, &inputs);
     let events = match &args.events {
         Some(path) => EventSink::file(path)
@@ -122,22 +124,46 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         .context("compiling the network policy")
         .map_err(Failure::StartFailed)?;
 
-    // The agent starts here; its first connections wait in the listeners' backlogs until the proxy serves.
-    let launched = launch::launch(&sandbox).map_err(|e| Failure::StartFailed(e.into()))?;
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")
         .map_err(Failure::StartFailed)?;
-    let outcome = runtime.block_on(supervise(
-        launched,
-        Arc::new(engine),
-        Ctx { events: events.clone(), sandbox_id, policy_path: args.policy.clone(), policy },
-    ));
+    let ctx = Ctx { events: events.clone(), sandbox_id, policy_path: args.policy.clone(), policy, root };
+    let outcome = runtime.block_on(async move {
+        // Handlers first: a SIGTERM that arrives while the sandbox starts must reach the agent, not kill
+        // the supervisor with the default action.
+        let signals = Signals::register().map_err(|e| Failure::StartFailed(e.into()))?;
+        // The agent starts here; its first connections wait in the listeners' backlogs until the proxy
+        // serves them.
+        let launched = tokio::task::spawn_blocking(move || launch::launch(&sandbox))
+            .await
+            .map_err(|e| Failure::StartFailed(e.into()))?
+            .map_err(|e| Failure::StartFailed(e.into()))?;
+        supervise(launched, Arc::new(engine), ctx, signals).await
+    });
     events.flush(Duration::from_secs(2));
     outcome
+}
+
+/// The signals the supervisor handles, registered before the sandbox starts.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
 }
 
 /// What the supervision loop needs besides the launched sandbox.
@@ -146,10 +172,16 @@ struct Ctx {
     sandbox_id: String,
     policy_path: PathBuf,
     policy: Arc<Policy>,
+    root: PathBuf,
 }
 
-async fn supervise(launched: Launched, engine: Arc<NetworkEngine>, ctx: Ctx) -> Result<u8, Failure> {
-    let Ctx { events, sandbox_id, policy_path, policy } = ctx;
+async fn supervise(
+    launched: Launched,
+    engine: Arc<NetworkEngine>,
+    ctx: Ctx,
+    signals: Signals,
+) -> Result<u8, Failure> {
+    let Ctx { events, sandbox_id, policy_path, policy, root } = ctx;
     let Launched { init_pid, agent_pid, listeners, report, control } = launched;
     let sockets = EgressSockets {
         proxy: listeners.proxy,
@@ -178,7 +210,7 @@ async fn supervise(launched: Launched, engine: Arc<NetworkEngine>, ctx: Ctx) -> 
     }
 
     let reloader = Reloader::new(
-        policy_path,
+        (policy_path, root),
         policy,
         engine.generation(),
         control.clone(),
@@ -190,10 +222,7 @@ async fn supervise(launched: Launched, engine: Arc<NetworkEngine>, ctx: Ctx) -> 
         tokio::task::spawn_blocking(move || control.wait())
     };
     tokio::pin!(waiter);
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| Failure::StartFailed(e.into()))?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::StartFailed(e.into()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::StartFailed(e.into()))?;
-    let mut quit = signal(SignalKind::quit()).map_err(|e| Failure::StartFailed(e.into()))?;
+    let Signals { mut hup, mut term, mut int, mut quit } = signals;
     let stdin_is_tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let status = loop {
         tokio::select! {
