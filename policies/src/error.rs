@@ -155,6 +155,9 @@ pub enum PolicyErrorKind {
     /// A string longer than the limit.
     #[error("too long ({len} bytes); the limit is {limit}")]
     TooLong { len: usize, limit: usize },
+    /// A path component longer than any file name can be.
+    #[error("a path component is too long ({len} bytes); file names are at most {limit} bytes")]
+    ComponentTooLong { len: usize, limit: usize },
 
     // --- top level ----------------------------------------------------------------
     /// `version` other than 1.

@@ -16,6 +16,8 @@ pub const MAX_NODES: usize = 200_000;
 pub const MAX_PATHS: usize = 256;
 /// Longest path or binary pattern, in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH_LEN: usize = 4096;
+/// Longest path component, in bytes (Linux `NAME_MAX`): a longer one can never exist.
+pub const MAX_COMPONENT_LEN: usize = 255;
 /// Most network policies.
 pub const MAX_NETWORK_POLICIES: usize = 1024;
 /// Most endpoints in one network policy.

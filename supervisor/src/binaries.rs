@@ -22,10 +22,11 @@ pub fn with_resolved_binaries(mut policy: Policy, root: &Path) -> Policy {
         for b in net.binaries.drain(..) {
             let alias = if is_glob(&b.path) { None } else { resolve_in_root(root, Path::new(&b.path)) };
             out.push(b.clone());
-            if let Some(resolved) = alias.and_then(|p| p.to_str().map(str::to_owned)) {
-                if resolved != b.path && !out.iter().any(|e| e.path == resolved) {
-                    out.push(BinaryMatcher { path: resolved });
-                }
+            if let Some(resolved) = alias.and_then(|p| p.to_str().map(str::to_owned))
+                && resolved != b.path
+                && !out.iter().any(|e| e.path == resolved)
+            {
+                out.push(BinaryMatcher { path: resolved });
             }
         }
         net.binaries = out;

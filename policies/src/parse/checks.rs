@@ -8,7 +8,7 @@
 //! same engine the runtime uses.
 
 use crate::error::PolicyErrorKind;
-use crate::limits::{MAX_NAME_LEN, MAX_PATH_LEN};
+use crate::limits::{MAX_COMPONENT_LEN, MAX_NAME_LEN, MAX_PATH_LEN};
 
 /// Validate an absolute path (or a binary pattern) and return it with one
 /// trailing `/` removed (`/usr/` -> `/usr`; `/` stays `/`).
@@ -25,6 +25,12 @@ pub(crate) fn abs_path(raw: &str) -> Result<&str, PolicyErrorKind> {
     let path = if raw.len() > 1 { raw.strip_suffix('/').unwrap_or(raw) } else { raw };
     if path.len() > 1 {
         for component in path[1..].split('/') {
+            if component.len() > MAX_COMPONENT_LEN {
+                return Err(PolicyErrorKind::ComponentTooLong {
+                    len: component.len(),
+                    limit: MAX_COMPONENT_LEN,
+                });
+            }
             let found = match component {
                 "" => "//",
                 "." => ".",
@@ -58,6 +64,16 @@ pub(crate) fn glob(pattern: &str) -> Result<(), PolicyErrorKind> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn overlong_component_is_rejected() {
+        let long = format!("/usr/{}", "a".repeat(256));
+        assert!(matches!(
+            super::abs_path(&long),
+            Err(super::PolicyErrorKind::ComponentTooLong { len: 256, .. })
+        ));
+        assert!(super::abs_path(&format!("/usr/{}", "a".repeat(255))).is_ok());
+    }
+
     use super::*;
 
     #[test]
