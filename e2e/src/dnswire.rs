@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use anyhow::{Context, Result, anyhow};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// Parsed answer as the probe reports it.
@@ -62,6 +62,7 @@ pub fn respond(query: &[u8], table: &BTreeMap<String, Vec<IpAddr>>) -> Vec<u8> {
     for q in &req.queries {
         resp.add_query(q.clone());
         let key = normalise(&q.name().to_ascii());
+        let before = resp.answers.len();
         match table.get(&key) {
             None => resp.metadata.response_code = ResponseCode::NXDomain,
             Some(ips) => {
@@ -75,8 +76,19 @@ pub fn respond(query: &[u8], table: &BTreeMap<String, Vec<IpAddr>>) -> Vec<u8> {
                 }
             }
         }
+        // Like a real authoritative server: a negative answer (NXDOMAIN, or no record of this type)
+        // carries the zone's SOA, whose minimum TTL lets resolvers cache it (RFC 2308).
+        if resp.answers.len() == before {
+            resp.add_authority(Record::from_rdata(Name::root(), 5, RData::SOA(negative_soa())));
+        }
     }
     resp.to_vec().unwrap_or_default()
+}
+
+fn negative_soa() -> SOA {
+    let ns = Name::from_ascii("ns.fake.test.").unwrap_or_else(|_| Name::root());
+    let admin = Name::from_ascii("admin.fake.test.").unwrap_or_else(|_| Name::root());
+    SOA::new(ns, admin, 1, 3600, 600, 86400, 5)
 }
 
 fn fqdn(name: &str) -> String {

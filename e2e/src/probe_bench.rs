@@ -2,6 +2,11 @@
 //! it for the direct baseline): per-request latency on new connections, request rate over one
 //! keep-alive connection, bulk throughput, and holding N tunnels open while the bench reads the
 //! supervisor's memory. HTTPS uses rustls trusting `$SSL_CERT_FILE`.
+//!
+//! Honesty rules: a direct baseline resolves its host once, before timing (the proxied runs do not
+//! resolve in the probe either); every response must be a `200` with the advertised length; bodies of
+//! `/big` are checked byte for byte against [`pattern_byte`], so a figure is never produced for
+//! bytes that did not arrive intact and in order.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +19,32 @@ use serde_json::json;
 
 use crate::probe_net::{Url, parse_url, resolve, timed_connect};
 use crate::probe_out::Outcome;
+
+/// Period of the `/big` body pattern (prime, so chunk boundaries never line up with it by accident).
+pub const PATTERN_PERIOD: usize = 251;
+/// Requests made before the timed ones in latency runs (the first one of a sandbox also hashes the
+/// probe binary for its identity; it is reported on its own as `first_us`).
+const WARMUP: usize = 5;
+/// Body size of each tunnel's request in `hold-tunnels` (the tunnel must really carry data).
+pub const HOLD_BODY: usize = 256 * 1024;
+const READ_BUF: usize = 256 * 1024;
+
+/// Byte `i` of every `/big` body.
+pub fn pattern_byte(i: usize) -> u8 {
+    // The period is below 256, so the remainder always fits.
+    u8::try_from(i % PATTERN_PERIOD).unwrap_or(0)
+}
+
+/// `len` bytes of the pattern starting at offset 0 (a multiple of the period keeps consecutive
+/// chunks continuous when `len` is one).
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(pattern_byte).collect()
+}
+
+/// A whole number of periods just under 64 KiB: the fake internet writes `/big` in these chunks.
+pub fn pattern_chunk() -> Vec<u8> {
+    pattern(PATTERN_PERIOD * (65536 / PATTERN_PERIOD))
+}
 
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
@@ -43,61 +74,98 @@ fn tls_config() -> std::io::Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// Opens a connection for `u` in `mode` (direct | forward | connect) and returns the stream and the
-/// request target to use on it.
-fn open(
-    u: &Url,
-    mode: &str,
-    tls: &Option<Arc<rustls::ClientConfig>>,
-) -> std::io::Result<(Box<dyn Stream>, String)> {
-    let tcp = match mode {
-        "direct" => {
-            let ip = match u.host.parse::<IpAddr>() {
+/// Where and how a connection is opened: `direct` (to an address resolved once, before timing),
+/// `forward` (absolute-form request to the proxy) or `connect` (a CONNECT tunnel).
+struct Plan {
+    url: Url,
+    mode: String,
+    direct: Option<SocketAddr>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    buf: Vec<u8>,
+}
+
+impl Plan {
+    fn new(url: &str, mode: &str) -> std::io::Result<Plan> {
+        let url = parse_url(url).map_err(io)?;
+        if !matches!(mode, "direct" | "forward" | "connect") {
+            return Err(io(format!("unknown mode {mode}")));
+        }
+        let direct = if mode == "direct" {
+            let ip = match url.host.parse::<IpAddr>() {
                 Ok(ip) => ip,
-                Err(_) => *resolve(&u.host, false)?.1.ips.first().ok_or_else(|| io("no address"))?,
+                Err(_) => *resolve(&url.host, false)?.1.ips.first().ok_or_else(|| io("no address"))?,
             };
-            timed_connect(SocketAddr::new(ip, u.port)).0?
-        }
-        "forward" => {
-            let s = timed_connect(proxy()?).0?;
-            s.set_nodelay(true)?;
-            return Ok((Box::new(s), format!("http://{}{}", u.authority, u.path)));
-        }
-        "connect" => {
-            let mut s = timed_connect(proxy()?).0?;
-            let req =
-                format!("CONNECT {}:{} HTTP/1.1\r\nHost: {}:{}\r\n\r\n", u.host, u.port, u.host, u.port);
-            s.write_all(req.as_bytes())?;
-            let (status, _) = read_head(&mut s)?;
-            if status != 200 {
-                return Err(io(format!("CONNECT answered {status}")));
+            Some(SocketAddr::new(ip, url.port))
+        } else {
+            None
+        };
+        let tls = if url.scheme == "https" { Some(tls_config()?) } else { None };
+        Ok(Plan { url, mode: mode.to_string(), direct, tls, buf: vec![0u8; READ_BUF] })
+    }
+
+    /// Opens a connection and returns the stream and the request target to use on it.
+    fn open(&self) -> std::io::Result<(Box<dyn Stream>, String)> {
+        let u = &self.url;
+        let tcp = match (self.mode.as_str(), self.direct) {
+            ("direct", Some(addr)) => timed_connect(addr).0?,
+            ("forward", _) => {
+                let s = timed_connect(proxy()?).0?;
+                s.set_nodelay(true)?;
+                return Ok((Box::new(s), format!("http://{}{}", u.authority, u.path)));
             }
-            s
+            _ => connect_tunnel(&u.host, u.port)?,
+        };
+        tcp.set_nodelay(true)?;
+        match &self.tls {
+            None => Ok((Box::new(tcp), u.path.clone())),
+            Some(cfg) => {
+                let name = ServerName::try_from(u.host.clone()).map_err(io)?;
+                let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(io)?;
+                Ok((Box::new(rustls::StreamOwned::new(conn, tcp)), u.path.clone()))
+            }
         }
-        m => return Err(io(format!("unknown mode {m}"))),
-    };
-    tcp.set_nodelay(true)?;
-    match tls {
-        None => Ok((Box::new(tcp), u.path.clone())),
-        Some(cfg) => {
-            let name = ServerName::try_from(u.host.clone()).map_err(io)?;
-            let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(io)?;
-            Ok((Box::new(rustls::StreamOwned::new(conn, tcp)), u.path.clone()))
-        }
+    }
+
+    fn get(&mut self, s: &mut dyn Stream, target: &str, keep_alive: bool) -> std::io::Result<usize> {
+        get(s, target, &self.url.authority, keep_alive, &mut self.buf)
     }
 }
 
-/// Reads a response head byte by byte (no over-read): (status, content-length).
-fn read_head(s: &mut dyn Read) -> std::io::Result<(u16, usize)> {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b)? == 0 {
+/// A CONNECT tunnel through the proxy named by `HTTP_PROXY`.
+fn connect_tunnel(host: &str, port: u16) -> std::io::Result<std::net::TcpStream> {
+    let mut s = timed_connect(proxy()?).0?;
+    s.set_nodelay(true)?;
+    s.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes())?;
+    let mut buf = vec![0u8; 4096];
+    let (status, _, head_end, filled) = read_head(&mut s, &mut buf)?;
+    if status != 200 {
+        return Err(io(format!("CONNECT answered {status}")));
+    }
+    // The proxy sends nothing after its 200 before the client speaks.
+    if filled != head_end {
+        return Err(io("bytes after the CONNECT response"));
+    }
+    Ok(s)
+}
+
+/// Reads into `buf` until it holds a complete response head (as a client does: whole reads, not
+/// byte by byte). Returns (status, content-length, head length, bytes in `buf`).
+fn read_head(s: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<(u16, Option<usize>, usize, usize)> {
+    let mut filled = 0;
+    let end = loop {
+        if let Some(i) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if filled == buf.len() {
+            return Err(io("response head too large"));
+        }
+        let n = s.read(&mut buf[filled..])?;
+        if n == 0 {
             return Err(io("closed in the response head"));
         }
-        head.push(b[0]);
-    }
-    let text = String::from_utf8_lossy(&head);
+        filled += n;
+    };
+    let text = String::from_utf8_lossy(&buf[..end]);
     let status = text.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
     let len = text
         .lines()
@@ -106,13 +174,20 @@ fn read_head(s: &mut dyn Read) -> std::io::Result<(u16, usize)> {
                 .filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
                 .map(|(_, v)| v.trim().to_string())
         })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Ok((status, len))
+        .and_then(|v| v.parse().ok());
+    Ok((status, len, end, filled))
 }
 
-/// One GET on an open stream, body read and discarded; returns the body size.
-fn get(s: &mut dyn Stream, target: &str, host: &str, keep_alive: bool) -> std::io::Result<usize> {
+/// One GET on an open stream; the body is read (and checked against the pattern for `/big`) and
+/// discarded. Returns the body size, which must be the advertised one. Requests are strictly
+/// sequential, so a read never takes bytes of a later response.
+fn get(
+    s: &mut dyn Stream,
+    target: &str,
+    host: &str,
+    keep_alive: bool,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
     let conn = if keep_alive { "keep-alive" } else { "close" };
     // One write per request: several small segments would meet Nagle and delayed ACKs.
     let req = format!(
@@ -120,74 +195,104 @@ fn get(s: &mut dyn Stream, target: &str, host: &str, keep_alive: bool) -> std::i
     );
     s.write_all(req.as_bytes())?;
     s.flush()?;
-    let (status, len) = read_head(s)?;
+    let (status, len, head_end, filled) = read_head(s, buf)?;
     if status != 200 {
         return Err(io(format!("status {status}")));
     }
-    let mut left = len;
-    let mut buf = vec![0u8; 256 * 1024];
-    while left > 0 {
-        let n = s.read(&mut buf[..left.min(256 * 1024)])?;
-        if n == 0 {
-            return Err(io("closed in the body"));
+    let len = len.ok_or_else(|| io("no Content-Length"))?;
+    let check = target.contains("/big?n=").then(|| pattern(buf.len() + PATTERN_PERIOD));
+    let verify = |got: usize, bytes: &[u8]| -> std::io::Result<()> {
+        if let Some(p) = &check {
+            let at = got % PATTERN_PERIOD;
+            if *bytes != p[at..at + bytes.len()] {
+                return Err(io(format!("body corrupted between bytes {got} and {}", got + bytes.len())));
+            }
         }
-        left -= n;
+        Ok(())
+    };
+    let first = filled - head_end;
+    if first > len {
+        return Err(io("more bytes than Content-Length"));
     }
-    Ok(len)
-}
-
-fn tls_for(u: &Url) -> std::io::Result<Option<Arc<rustls::ClientConfig>>> {
-    if u.scheme == "https" { tls_config().map(Some) } else { Ok(None) }
-}
-
-/// `bench-http URL N MODE`: N requests, each on a new connection; extra.samples_us.
-pub fn bench_http(url: &str, n: usize, mode: &str) -> Result<Outcome, String> {
-    let u = parse_url(url)?;
-    let run = || -> std::io::Result<Vec<u128>> {
-        let tls = tls_for(&u)?;
-        let mut samples = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            let (mut s, target) = open(&u, mode, &tls)?;
-            get(s.as_mut(), &target, &u.authority, false)?;
-            samples.push(t.elapsed().as_micros());
+    verify(0, &buf[head_end..filled])?;
+    let mut got = first;
+    while got < len {
+        let room = (len - got).min(buf.len());
+        let n = s.read(&mut buf[..room])?;
+        if n == 0 {
+            return Err(io(format!("closed in the body after {got} of {len} bytes")));
         }
-        Ok(samples)
+        verify(got, &buf[..n])?;
+        got += n;
+    }
+    Ok(got)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `bench-http URL N MODE`: N timed requests, each on a new connection, after a few untimed ones;
+/// extra.samples_us, extra.first_us (the very first request, cold caches).
+pub fn bench_http(url: &str, n: usize, mode: &str) -> Result<Outcome, String> {
+    let run = || -> std::io::Result<(Vec<u64>, u64)> {
+        let mut plan = Plan::new(url, mode)?;
+        let mut samples = Vec::with_capacity(n);
+        let mut first = 0;
+        for i in 0..n + WARMUP {
+            let t = Instant::now();
+            let (mut s, target) = plan.open()?;
+            plan.get(s.as_mut(), &target, false)?;
+            let us = micros(t.elapsed());
+            if i == 0 {
+                first = us;
+            }
+            if i >= WARMUP {
+                samples.push(us);
+            }
+        }
+        Ok((samples, first))
     };
     Ok(match run() {
         Err(e) => Outcome::from_io("bench-http", &e),
-        Ok(s) => Outcome::ok(format!("{} requests", s.len())).with(json!({"samples_us": s})),
+        Ok((s, first)) => {
+            Outcome::ok(format!("{} requests", s.len())).with(json!({"samples_us": s, "first_us": first}))
+        }
     })
 }
 
-/// `bench-keepalive URL N MODE`: N requests over one connection; extra.seconds.
+/// `bench-keepalive URL N MODE`: N requests over one connection; extra.seconds and the per-request
+/// extra.samples_us.
 pub fn bench_keepalive(url: &str, n: usize, mode: &str) -> Result<Outcome, String> {
-    let u = parse_url(url)?;
-    let run = || -> std::io::Result<f64> {
-        let tls = tls_for(&u)?;
-        let (mut s, target) = open(&u, mode, &tls)?;
+    let run = || -> std::io::Result<(f64, Vec<u64>)> {
+        let mut plan = Plan::new(url, mode)?;
+        let (mut s, target) = plan.open()?;
+        for _ in 0..WARMUP {
+            plan.get(s.as_mut(), &target, true)?;
+        }
+        let mut samples = Vec::with_capacity(n);
         let t = Instant::now();
         for _ in 0..n {
-            get(s.as_mut(), &target, &u.authority, true)?;
+            let r = Instant::now();
+            plan.get(s.as_mut(), &target, true)?;
+            samples.push(micros(r.elapsed()));
         }
-        Ok(t.elapsed().as_secs_f64())
+        Ok((t.elapsed().as_secs_f64(), samples))
     };
     Ok(match run() {
         Err(e) => Outcome::from_io("bench-keepalive", &e),
-        Ok(secs) => {
-            Outcome::ok(format!("{n} requests in {secs:.3} s")).with(json!({"seconds": secs, "requests": n}))
-        }
+        Ok((secs, samples)) => Outcome::ok(format!("{n} requests in {secs:.3} s"))
+            .with(json!({"seconds": secs, "requests": n, "samples_us": samples})),
     })
 }
 
-/// `bench-bulk URL MODE`: one download; extra.bytes and extra.seconds.
+/// `bench-bulk URL MODE`: one download, checked byte for byte; extra.bytes and extra.seconds.
 pub fn bench_bulk(url: &str, mode: &str) -> Result<Outcome, String> {
-    let u = parse_url(url)?;
     let run = || -> std::io::Result<(usize, f64)> {
-        let tls = tls_for(&u)?;
-        let (mut s, target) = open(&u, mode, &tls)?;
+        let mut plan = Plan::new(url, mode)?;
+        let (mut s, target) = plan.open()?;
         let t = Instant::now();
-        let n = get(s.as_mut(), &target, &u.authority, false)?;
+        let n = plan.get(s.as_mut(), &target, false)?;
         Ok((n, t.elapsed().as_secs_f64()))
     };
     Ok(match run() {
@@ -197,18 +302,20 @@ pub fn bench_bulk(url: &str, mode: &str) -> Result<Outcome, String> {
     })
 }
 
-/// `hold-tunnels HOST PORT N SECS`: opens N CONNECT tunnels, prints `HOLDING N` on stdout, keeps them
-/// for SECS seconds (the bench samples the supervisor's memory meanwhile).
+/// `hold-tunnels HOST PORT N SECS`: prints `START`, waits a second (the bench samples the idle
+/// supervisor), opens N CONNECT tunnels and downloads [`HOLD_BODY`] checked bytes through each (so
+/// every tunnel really carried data), prints `HOLDING N` and keeps them open for SECS seconds.
 pub fn hold_tunnels(host: &str, port: u16, n: usize, secs: u64) -> Result<Outcome, String> {
     let run = || -> std::io::Result<usize> {
+        println!("START");
+        std::io::stdout().flush()?;
+        std::thread::sleep(Duration::from_secs(1));
+        let target = format!("/big?n={HOLD_BODY}");
+        let mut buf = vec![0u8; READ_BUF];
         let mut held = Vec::with_capacity(n);
         for _ in 0..n {
-            let mut s = timed_connect(proxy()?).0?;
-            s.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes())?;
-            let (status, _) = read_head(&mut s)?;
-            if status != 200 {
-                return Err(io(format!("CONNECT answered {status}")));
-            }
+            let mut s = connect_tunnel(host, port)?;
+            get(&mut s, &target, host, true, &mut buf)?;
             held.push(s);
         }
         println!("HOLDING {}", held.len());
@@ -220,4 +327,19 @@ pub fn hold_tunnels(host: &str, port: u16, n: usize, secs: u64) -> Result<Outcom
         Err(e) => Outcome::from_io("hold-tunnels", &e),
         Ok(k) => Outcome::ok(format!("held {k} tunnels")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_chunks_are_continuous() {
+        let c = pattern_chunk();
+        assert_eq!(c.len() % PATTERN_PERIOD, 0);
+        let mut two = c.clone();
+        two.extend_from_slice(&c);
+        assert_eq!(two, pattern(2 * c.len()));
+        assert_eq!(pattern_byte(PATTERN_PERIOD + 3), 3);
+    }
 }

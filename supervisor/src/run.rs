@@ -17,7 +17,8 @@ use openshell_policy::{NetworkEngine, Policy};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::binaries;
-use crate::launch::{self, Launched};
+use crate::launch::denials::{self, DenialCtx};
+use crate::launch::{self, LaunchOptions, Launched};
 use crate::reload::Reloader;
 use crate::spec::{self, RunInputs};
 
@@ -130,14 +131,18 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         .build()
         .context("starting the async runtime")
         .map_err(Failure::StartFailed)?;
-    let ctx = Ctx { events: events.clone(), sandbox_id, policy_path: args.policy.clone(), policy, root };
+    // Opened before the launch so that no Landlock record of the sandbox is missed.
+    let audit = denials::prepare_landlock_audit();
+    let options = LaunchOptions { landlock_audit: audit.is_ok() };
+    let ctx =
+        Ctx { events: events.clone(), sandbox_id, policy_path: args.policy.clone(), policy, root, audit };
     let outcome = runtime.block_on(async move {
         // Handlers first: a SIGTERM that arrives while the sandbox starts must reach the agent, not kill
         // the supervisor with the default action.
         let signals = Signals::register().map_err(|e| Failure::StartFailed(e.into()))?;
         // The agent starts here; its first connections wait in the listeners' backlogs until the proxy
-        // serves them.
-        let launched = tokio::task::spawn_blocking(move || launch::launch(&sandbox))
+        // serves them, its first refused syscalls until the denial watchers answer them.
+        let launched = tokio::task::spawn_blocking(move || launch::launch(&sandbox, options))
             .await
             .map_err(|e| Failure::StartFailed(e.into()))?
             .map_err(|e| Failure::StartFailed(e.into()))?;
@@ -173,6 +178,8 @@ struct Ctx {
     policy_path: PathBuf,
     policy: Arc<Policy>,
     root: PathBuf,
+    /// Landlock's audit records, or why they cannot be read.
+    audit: Result<denials::AuditSource, String>,
 }
 
 async fn supervise(
@@ -181,14 +188,19 @@ async fn supervise(
     ctx: Ctx,
     signals: Signals,
 ) -> Result<u8, Failure> {
-    let Ctx { events, sandbox_id, policy_path, policy, root } = ctx;
-    let Launched { init_pid, agent_pid, listeners, report, control } = launched;
+    let Ctx { events, sandbox_id, policy_path, policy, root, audit } = ctx;
+    let Launched { init_pid, agent_pid, listeners, mut report, control, seccomp_listener } = launched;
+    // First: the agent's refused syscalls wait for an answer.
+    let denial_ctx =
+        DenialCtx { sandbox_id: sandbox_id.clone(), events: events.clone(), init_pid, agent_pid };
+    let watchers = denials::start(denial_ctx, seccomp_listener, audit, &mut report);
     let sockets = EgressSockets {
         proxy: listeners.proxy,
         capture: listeners.capture,
         dns_udp: listeners.dns_udp,
         dns_tcp: listeners.dns_tcp,
         sock_diag: listeners.sock_diag,
+        observer: listeners.observer,
     };
     let options = EgressOptions::new(sandbox_id.clone(), IdentitySource::SandboxInit { init_pid });
     let egress = Egress::start(sockets, options, engine.clone(), events.clone())
@@ -207,6 +219,19 @@ async fn supervise(
             .with_detail("landlock", serde_json::to_value(&report.landlock).unwrap_or_default());
         degraded.reason = Some("landlock_degraded".into());
         events.emit(degraded);
+    }
+    for (field, value, severity) in [
+        ("process_events", &report.process_events, "medium"),
+        ("filesystem_events", &report.filesystem_events, "low"),
+        ("refusal_events", &report.refusal_events, "low"),
+    ] {
+        if let Some(why) = value.strip_prefix("unavailable: ") {
+            let mut off = Event::new(&sandbox_id, EventKind::Lifecycle, EventDecision::Audit)
+                .with_detail("severity", severity)
+                .with_detail(field, why);
+            off.reason = Some(format!("{field}_unavailable"));
+            events.emit(off);
+        }
     }
 
     let reloader = Reloader::new(
@@ -234,6 +259,8 @@ async fn supervise(
             _ = int.recv() => if !stdin_is_tty { forward(&control, libc::SIGINT) },
         }
     };
+    // The sandbox is gone: the watchers report what they still hold.
+    let _ = tokio::task::spawn_blocking(move || watchers.stop(Duration::from_millis(500))).await;
     let code = match status {
         Ok(Ok(code)) => code,
         Ok(Err(e)) => return Err(Failure::StartFailed(e.into())),

@@ -188,6 +188,17 @@ fn dispatch(action: &str, a: &[String]) -> Result<Outcome, String> {
             parse(arg(a, 2, "N")?, "N")?,
             parse(arg(a, 3, "SECS")?, "SECS")?,
         )?,
+        "unix-connect" => unix_connect(arg(a, 0, "PATH")?),
+        "stat" => match std::fs::symlink_metadata(arg(a, 0, "PATH")?) {
+            Err(e) => Outcome::from_io("lstat", &e),
+            Ok(m) => Outcome::ok(format!("{:?}", m.file_type())),
+        },
+        "rename" => match std::fs::rename(arg(a, 0, "FROM")?, arg(a, 1, "TO")?) {
+            Err(e) => Outcome::from_io("rename", &e),
+            Ok(()) => Outcome::ok("renamed"),
+        },
+        "exec-ok" => exec_ok(arg(a, 0, "PATH")?, &a[1..]),
+        "memfd-exec" => memfd_exec()?,
         "list-pids" => list_pids(),
         "id" => id(),
         "env" => env_report(),
@@ -230,6 +241,57 @@ fn exec(path: &str, args: &[String]) -> Outcome {
         Ok(o) => Outcome::ok(String::from_utf8_lossy(&o.stdout).into_owned())
             .with(json!({"status": o.status.code(), "stderr": String::from_utf8_lossy(&o.stderr)})),
     }
+}
+
+/// `connect()` to a pathname unix socket; succeeds only if the listener's greeting arrives.
+fn unix_connect(path: &str) -> Outcome {
+    use std::io::Read;
+    match std::os::unix::net::UnixStream::connect(path) {
+        Err(e) => Outcome::from_io("connect", &e),
+        Ok(mut s) => {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut buf = [0u8; 128];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let greeting = String::from_utf8_lossy(&buf[..n]).into_owned();
+            Outcome::ok(format!("connected: {greeting}")).with(json!({"greeting": greeting}))
+        }
+    }
+}
+
+/// Runs PATH ARGS; succeeds only if it exits 0 (e.g. the dynamic loader running a copied binary).
+fn exec_ok(path: &str, args: &[String]) -> Outcome {
+    match std::process::Command::new(path).args(args).output() {
+        Err(e) => Outcome::from_io("execve", &e),
+        Ok(o) => {
+            let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+            let extra = json!({"status": o.status.code(), "stderr": stderr});
+            if o.status.success() {
+                Outcome::ok("exited 0").with(extra)
+            } else {
+                Outcome::fail(None, format!("exited {:?}: {stderr}", o.status.code())).with(extra)
+            }
+        }
+    }
+}
+
+/// Copies this (static) probe into a memfd and executes it from there (`/proc/self/fd/N`).
+fn memfd_exec() -> Result<Outcome, String> {
+    let me = match std::fs::read("/proc/self/exe") {
+        Ok(b) => b,
+        Err(e) => return Ok(Outcome::from_io("read /proc/self/exe", &e)),
+    };
+    let name = cstr("openshell-probe-exec")?;
+    // SAFETY: valid name; the fd is ours (not close-on-exec: the child execs it by path).
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    if fd < 0 {
+        return Ok(sys("memfd_create", i64::from(fd)));
+    }
+    // SAFETY: `fd` was just returned to us; File takes ownership and closes it once.
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if let Err(e) = f.write_all(&me) {
+        return Ok(Outcome::from_io("write memfd", &e));
+    }
+    Ok(exec_ok(&format!("/proc/self/fd/{fd}"), &["whoami-euid".to_string()]))
 }
 
 fn setuid_exec(path: &str) -> Result<Outcome, String> {

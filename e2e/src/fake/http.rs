@@ -1,7 +1,8 @@
 //! HTTP/1.1 (keep-alive), PING lines, WebSocket echo and static files, over plain TCP or TLS.
 //!
-//! Routes: `/ws` (WebSocket echo when upgraded), `/big?n=BYTES`, `/status/NNN`, a file under the
-//! static root, otherwise a JSON echo of what arrived (method, path, Host, SNI, which local address).
+//! Routes: `/ws` (WebSocket echo when upgraded), `/big?n=BYTES` (body: `probe_bench::pattern`),
+//! `/status/NNN`, a file under the static root, otherwise a JSON echo of what arrived (method, path,
+//! Host, SNI, which local address).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -214,7 +215,8 @@ async fn big<S: AsyncWrite + Unpin>(s: &mut S, n: usize, close: bool) -> Result<
         if close { "close" } else { "keep-alive" }
     );
     s.write_all(head.as_bytes()).await?;
-    let chunk = vec![b'x'; 64 * 1024];
+    // A position-dependent pattern, so the bench can prove the bytes arrived intact and in order.
+    let chunk = crate::probe_bench::pattern_chunk();
     let mut left = n;
     while left > 0 {
         let k = left.min(chunk.len());

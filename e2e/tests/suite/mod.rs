@@ -10,3 +10,4 @@ mod net_deny;
 mod net_positive;
 mod reload;
 mod static_bin;
+mod view;

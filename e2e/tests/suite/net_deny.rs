@@ -111,6 +111,15 @@ impl Net<'_> {
         }
     }
 
+    /// The event of a refusal the sandbox kernel made (no supervisor listener involved) names `reason`.
+    fn kernel_reason(&mut self, name: &str, r: &ProbeRun, ip: &str, port: u16, reason: &str) {
+        if let Some(e) = find_net_deny(&r.out.events, &["network"], ip, Some(port))
+            && (e.str("reason") != Some(reason) || e.0["detail"]["door"] != "kernel")
+        {
+            self.fail(name, format!("expected reason {reason} from the refusal observer: {}", e.text()), r);
+        }
+    }
+
     /// A proxy denial: 403 with a JSON body (error=policy_denied, a reason), the event, not reached.
     fn proxy_denied(
         &mut self,
@@ -174,6 +183,9 @@ impl Net<'_> {
         }
         if refused {
             self.event(name, &r, &["network"], ip, Some(port));
+            if want_refused {
+                self.kernel_reason(name, &r, ip, port, "port_not_allowed");
+            }
         }
         self.not_reached(name, &r, log0, canary0, Some(ip), None);
     }
@@ -255,6 +267,7 @@ fn run(user: User, t: &str) {
 
     n.tcp_denied("net-tcp-named-port", netns::DENIED_V4, netns::HTTPS_PORT, false);
     n.tcp_denied("net-tcp-unlisted-port", netns::DENIED_V4, netns::UNLISTED_ECHO_PORT, true);
+    n.tcp_denied("net-tcp-ipv6-unlisted-port", netns::DENIED_V6, netns::UNLISTED_ECHO_PORT, true);
     n.tcp_denied("net-tcp-ipv6", netns::DENIED_V6, netns::HTTPS_PORT, false);
     n.tcp_denied("net-tcp-loopback", "127.0.0.1", netns::HTTP_PORT, false);
     n.tcp_denied("net-tcp-loopback-v6", "::1", netns::HTTP_PORT, false);
@@ -262,10 +275,13 @@ fn run(user: User, t: &str) {
     n.tcp_denied("net-tcp-private", netns::PRIVATE_V4, netns::HTTP_PORT, false);
 
     // UDP other than DNS: dropped, even to an allowed host.
-    for (name, ip) in [("net-udp", netns::DENIED_V4), ("net-udp", netns::ALLOWED_V4)] {
+    for (name, ip) in
+        [("net-udp", netns::DENIED_V4), ("net-udp", netns::ALLOWED_V4), ("net-udp-ipv6", netns::DENIED_V6)]
+    {
         let (r, log0, canary0) = n.probe(&["udp-send", ip, "9000"]);
         if n.refused(name, &r).is_some() {
             n.event(name, &r, &["network"], ip, Some(9000));
+            n.kernel_reason(name, &r, ip, 9000, "udp_not_allowed");
         }
         let reached = fake.log().into_iter().skip(log0).any(|e| e.kind == "udp-echo");
         if reached {

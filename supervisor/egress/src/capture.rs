@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::gate::{Attempt, Origin};
-use crate::proxy::connect::run_tunnel;
+use crate::proxy::connect::run_tunnel_tcp;
 use crate::sniff::{MAX_SNIFF, Progress, Sniffed, sniff};
 use crate::state::{Counters, Shared};
 use crate::tunnels::{Door, TunnelInfo};
@@ -106,7 +106,7 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         policy: checked.allowed.policy.clone(),
         generation: checked.engine.generation(),
     };
-    run_tunnel(&shared, stream, up, info).await;
+    run_tunnel_tcp(&shared, stream, up, info).await;
 }
 
 /// Reads the client's first bytes until they identify a protocol, the buffer

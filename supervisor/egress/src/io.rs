@@ -1,11 +1,13 @@
 //! Byte-stream helpers: replaying already-read bytes, tracking activity, and
-//! splicing two streams with an idle timeout and a cancellation signal.
+//! splicing two streams with an idle timeout and a cancellation signal: two
+//! TCP sockets zero-copy ([`splice_tcp`], see [`zero_copy`]), anything else
+//! through user-space buffers ([`splice`]).
 //!
 //! Threat handled: resource exhaustion by idle tunnels (closed after the idle
 //! timeout, at least one hour) and tunnels outliving the policy that allowed
 //! them (closed when the tunnel registry cancels them on reload).
-//! Residual risk: each active tunnel holds two 64 KiB copy buffers; memory for
-//! them is only touched as data flows.
+//! Residual risk: a buffered tunnel (TLS or hyper-upgraded streams) holds two
+//! [`SPLICE_BUF`] copy buffers; a zero-copy tunnel holds none while idle.
 
 use std::io;
 use std::pin::Pin;
@@ -16,10 +18,13 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Copy buffer per direction.
+mod zero_copy;
+
+/// Copy buffer per direction of a buffered tunnel.
 pub(crate) const SPLICE_BUF: usize = 64 * 1024;
 
 /// A stream that first yields `prefix`, then reads from `inner`. Writes go to
@@ -33,6 +38,11 @@ pub(crate) struct Prefixed<S> {
 impl<S> Prefixed<S> {
     pub(crate) fn new(prefix: Bytes, inner: S) -> Self {
         Self { prefix, inner }
+    }
+
+    /// The bytes not yet replayed and the inner stream.
+    pub(crate) fn into_parts(self) -> (Bytes, S) {
+        (self.prefix, self.inner)
     }
 }
 
@@ -100,10 +110,11 @@ impl Activity {
     }
 }
 
-/// A stream that records the time of every successful read.
+/// A stream that records the time of every successful read and counts bytes read.
 struct Tracked<S> {
     inner: S,
     activity: Activity,
+    read: u64,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -114,8 +125,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let n = buf.filled().len().saturating_sub(before);
+        if matches!(r, Poll::Ready(Ok(()))) && n > 0 {
             self.activity.touch();
+            self.read += n as u64;
         }
         r
     }
@@ -133,11 +146,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 }
 
-/// Why a splice ended.
+/// Why a tunnel ended.
 #[derive(Debug)]
 pub(crate) enum SpliceEnd {
-    /// Both directions reached EOF; bytes agent->upstream, upstream->agent.
-    Finished(u64, u64),
+    /// Both directions reached EOF.
+    Finished,
     /// No byte in either direction for the idle timeout.
     Idle,
     /// The tunnel registry closed it (policy reload).
@@ -146,40 +159,83 @@ pub(crate) enum SpliceEnd {
     Error(io::Error),
 }
 
-/// Copies bytes both ways until EOF on both sides, an error, `idle` without any
-/// byte, or `cancel` turning `true`.
+/// How a tunnel ended and what it carried.
+#[derive(Debug)]
+pub(crate) struct Spliced {
+    /// Bytes agent -> upstream.
+    pub up: u64,
+    /// Bytes upstream -> agent.
+    pub down: u64,
+    pub end: SpliceEnd,
+}
+
+/// Resolves when `cancel` turns `true`; never when it is absent or its sender
+/// is gone (the registry entry is gone; the tunnel lives on).
+async fn cancelled(cancel: Option<watch::Receiver<bool>>) {
+    if let Some(mut rx) = cancel
+        && rx.wait_for(|c| *c).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await;
+}
+
+/// Zero-copy tunnel between two TCP sockets (see [`zero_copy`]): bytes both
+/// ways until EOF on both sides, an error, `idle` without any byte, or
+/// `cancel` turning `true`.
+pub(crate) async fn splice_tcp(
+    agent: TcpStream,
+    upstream: TcpStream,
+    idle: Duration,
+    cancel: Option<watch::Receiver<bool>>,
+) -> Spliced {
+    let activity = Activity::new();
+    let (mut up, mut down) = (0, 0);
+    let end = {
+        let both = async {
+            tokio::try_join!(
+                zero_copy::pump(&agent, &upstream, &activity, &mut up),
+                zero_copy::pump(&upstream, &agent, &activity, &mut down),
+            )
+        };
+        tokio::select! {
+            r = both => match r {
+                Ok(((), ())) => SpliceEnd::Finished,
+                Err(e) => SpliceEnd::Error(e),
+            },
+            () = activity.idle_for(idle) => SpliceEnd::Idle,
+            () = cancelled(cancel) => SpliceEnd::Cancelled,
+        }
+    };
+    Spliced { up, down, end }
+}
+
+/// Copies bytes both ways through user-space buffers (for streams that are not
+/// two plain TCP sockets: TLS, hyper upgrades) until EOF on both sides, an
+/// error, `idle` without any byte, or `cancel` turning `true`. Byte counts are
+/// bytes read from each side.
 pub(crate) async fn splice<A, B>(
     agent: A,
     upstream: B,
     idle: Duration,
     cancel: Option<watch::Receiver<bool>>,
-) -> SpliceEnd
+) -> Spliced
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Activity::new();
-    let mut a = Tracked { inner: agent, activity: activity.clone() };
-    let mut b = Tracked { inner: upstream, activity: activity.clone() };
-    let cancelled = async move {
-        match cancel {
-            Some(mut rx) => {
-                // An Err means the registry entry is gone; the tunnel lives on.
-                if rx.wait_for(|c| *c).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
+    let mut a = Tracked { inner: agent, activity: activity.clone(), read: 0 };
+    let mut b = Tracked { inner: upstream, activity: activity.clone(), read: 0 };
+    let end = tokio::select! {
         r = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUF, SPLICE_BUF) => match r {
-            Ok((up, down)) => SpliceEnd::Finished(up, down),
+            Ok(_) => SpliceEnd::Finished,
             Err(e) => SpliceEnd::Error(e),
         },
         () = activity.idle_for(idle) => SpliceEnd::Idle,
-        () = cancelled => SpliceEnd::Cancelled,
-    }
+        () = cancelled(cancel) => SpliceEnd::Cancelled,
+    };
+    Spliced { up: a.read, down: b.read, end }
 }
 
 #[cfg(test)]
@@ -214,7 +270,7 @@ mod tests {
         drop(agent);
         drop(up);
         match t.await.unwrap() {
-            SpliceEnd::Finished(4, 5) => {}
+            Spliced { up: 4, down: 5, end: SpliceEnd::Finished } => {}
             other => panic!("{other:?}"),
         }
     }
@@ -224,7 +280,7 @@ mod tests {
         let (a, _keep_a) = duplex(64);
         let (b, _keep_b) = duplex(64);
         let end = splice(a, b, Duration::from_secs(3600), None).await;
-        assert!(matches!(end, SpliceEnd::Idle), "{end:?}");
+        assert!(matches!(end.end, SpliceEnd::Idle), "{end:?}");
     }
 
     #[tokio::test]
@@ -234,6 +290,62 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let t = tokio::spawn(splice(a, b, Duration::from_secs(3600), Some(rx)));
         tx.send_replace(true);
-        assert!(matches!(t.await.unwrap(), SpliceEnd::Cancelled));
+        assert!(matches!(t.await.unwrap().end, SpliceEnd::Cancelled));
+    }
+
+    /// (client end, the accepted end) of a loopback connection.
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (c, s)
+    }
+
+    #[tokio::test]
+    async fn splice_tcp_copies_both_ways_and_finishes() {
+        let (mut agent, agent_side) = tcp_pair().await;
+        let (up_side, mut up) = tcp_pair().await;
+        let t = tokio::spawn(splice_tcp(agent_side, up_side, Duration::from_secs(3600), None));
+        agent.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        up.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        up.write_all(b"pong!").await.unwrap();
+        let mut buf = [0u8; 5];
+        agent.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong!");
+        // Half-close is forwarded: the agent's EOF reaches upstream, which can still answer.
+        agent.shutdown().await.unwrap();
+        assert_eq!(up.read(&mut buf).await.unwrap(), 0);
+        up.write_all(b"late").await.unwrap();
+        drop(up);
+        let mut rest = Vec::new();
+        agent.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"late");
+        match t.await.unwrap() {
+            Spliced { up: 4, down: 9, end: SpliceEnd::Finished } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn splice_tcp_idles_out() {
+        let (_agent, agent_side) = tcp_pair().await;
+        let (up_side, _up) = tcp_pair().await;
+        let end = splice_tcp(agent_side, up_side, Duration::from_secs(3600), None).await;
+        assert!(matches!(end.end, SpliceEnd::Idle), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn splice_tcp_cancels_and_closes_both_sides() {
+        let (mut agent, agent_side) = tcp_pair().await;
+        let (up_side, mut up) = tcp_pair().await;
+        let (tx, rx) = watch::channel(false);
+        let t = tokio::spawn(splice_tcp(agent_side, up_side, Duration::from_secs(3600), Some(rx)));
+        tx.send_replace(true);
+        assert!(matches!(t.await.unwrap().end, SpliceEnd::Cancelled));
+        let mut buf = [0u8; 1];
+        assert!(matches!(agent.read(&mut buf).await, Ok(0) | Err(_)));
+        assert!(matches!(up.read(&mut buf).await, Ok(0) | Err(_)));
     }
 }

@@ -8,6 +8,10 @@
 //! - transparent capture ([`capture`]): any address on a port the policy names;
 //! - DNS ([`dns`]): names the policy names, answers SSRF-filtered.
 //!
+//! What the sandbox kernel refuses by itself (connections to ports no policy
+//! names, UDP, ICMP) never reaches a door; the refusal observer ([`observer`])
+//! reports it.
+//!
 //! Every TCP decision goes through [`gate`]: binary identity from `/proc`
 //! ([`identity`]), `openshell-policy`'s cached decision, resolution, address
 //! check ([`guard`]), connect to exactly the checked address. Tunnels are
@@ -30,6 +34,7 @@ mod gate;
 mod guard;
 mod identity;
 mod io;
+mod observer;
 mod policy_view;
 mod proxy;
 mod resolve;
@@ -77,6 +82,11 @@ pub struct EgressSockets {
     /// the agent's netns: makes binary identity lookups constant-time instead
     /// of reading `/proc/<init>/net/tcp` (which grows with TIME_WAIT sockets).
     pub sock_diag: Option<std::os::fd::OwnedFd>,
+    /// Optional `AF_PACKET` socket on the agent netns's `lo` carrying only the
+    /// kernel's refusals (resets of connection attempts, ICMP port unreachable,
+    /// echo requests), created by `openshell_supervisor_sys::observer`: each
+    /// becomes a `network` deny event. Without it those denials are silent.
+    pub observer: Option<std::os::fd::OwnedFd>,
 }
 
 /// How the egress layer behaves.
@@ -144,12 +154,16 @@ pub struct EgressStats {
     pub denied: u64,
     /// Events dropped because the event file could not keep up.
     pub events_dropped: u64,
+    /// Refusals made by the sandbox kernel itself (connection resets, UDP,
+    /// ICMP) seen by the refusal observer; included in `denied`.
+    pub refused_by_kernel: u64,
 }
 
 /// The running egress layer. Dropping it stops every listener task (open
 /// tunnels end when their tasks notice; the runtime's shutdown ends them all).
 pub struct Egress {
     shared: Arc<Shared>,
+    observer: Option<Arc<observer::Observer>>,
     runtime: Handle,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -177,7 +191,7 @@ impl Egress {
         }
         let runtime = Handle::try_current().map_err(|_| EgressError::NoRuntime)?;
         let upstream = resolve::Upstream::new(&opts.upstream_resolver)?;
-        let tls = tls::client_config(opts.extra_ca_file.as_deref())?;
+        let tls = tls::TlsClient::new(opts.extra_ca_file.as_deref())?;
         let proxy = adopt_tcp(sockets.proxy, "proxy")?;
         let dns_tcp = adopt_tcp(sockets.dns_tcp, "dns tcp")?;
         let mut capture = Vec::new();
@@ -192,6 +206,19 @@ impl Egress {
                     .map_err(|source| EgressError::Adopt { what: "dns udp", source })?,
             );
         }
+        let dns_ports: Vec<u16> =
+            dns_udp.iter().filter_map(|s| s.local_addr().ok()).map(|a| a.port()).collect();
+        let init_pid = match &opts.identity {
+            IdentitySource::SandboxInit { init_pid } => Some(*init_pid),
+            IdentitySource::Fixed(_) => None,
+        };
+        let observer = match sockets.observer {
+            Some(fd) => Some(Arc::new(
+                observer::Observer::new(fd, init_pid, dns_ports)
+                    .map_err(|source| EgressError::Adopt { what: "refusal observer", source })?,
+            )),
+            None => None,
+        };
         let shared = Arc::new(Shared::new(SharedParts {
             sandbox_id: opts.sandbox_id,
             engine,
@@ -222,7 +249,10 @@ impl Egress {
         for l in dns_tcp {
             tasks.push(runtime.spawn(dns::serve_tcp(Arc::clone(&shared), l)));
         }
-        Ok(Self { shared, runtime, tasks: Mutex::new(tasks) })
+        if let Some(o) = &observer {
+            tasks.push(runtime.spawn(observer::serve(Arc::clone(&shared), Arc::clone(o))));
+        }
+        Ok(Self { shared, observer, runtime, tasks: Mutex::new(tasks) })
     }
 
     /// Switches new decisions to `engine`, re-decides every live tunnel under
@@ -272,12 +302,18 @@ impl Egress {
             allowed: c.allowed.load(Ordering::Relaxed),
             denied: c.denied.load(Ordering::Relaxed),
             events_dropped: self.shared.events.dropped(),
+            refused_by_kernel: c.refused.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Drop for Egress {
     fn drop(&mut self) {
+        // Refusals of the agent's last moments are already queued on the
+        // observer: report them before the tasks go.
+        if let Some(o) = &self.observer {
+            o.drain(&self.shared);
+        }
         for t in self.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
             t.abort();
         }

@@ -8,6 +8,7 @@
 //! validation); SSRF checks on every answer limit what a lying resolver can do.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -24,7 +25,7 @@ use crate::error::EgressError;
 /// Which upstream DNS servers the supervisor uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResolverChoice {
-    /// The host's `/etc/resolv.conf` (read once at start).
+    /// The host's `/etc/resolv.conf` (read once, on the first lookup).
     System,
     /// These servers (UDP with TCP fallback), e.g. a test server on loopback.
     Fixed(Vec<SocketAddr>),
@@ -50,10 +51,13 @@ pub enum ResolveError {
     },
 }
 
-/// The shared upstream resolver.
-#[derive(Clone)]
+/// The shared upstream resolver. Built on first use: reading the host's
+/// resolver configuration (`/etc/resolv.conf`, hosts file) is not on the
+/// sandbox's startup path, and a sandbox that never resolves a name never
+/// reads it.
 pub(crate) struct Upstream {
-    resolver: TokioResolver,
+    choice: ResolverChoice,
+    resolver: OnceLock<Result<TokioResolver, String>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -63,38 +67,21 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
+    /// Never fails today: configuration problems surface on the first lookup
+    /// (logged once, every lookup then fails, i.e. `dns_failed` / `SERVFAIL`).
     pub(crate) fn new(choice: &ResolverChoice) -> Result<Self, EgressError> {
-        let provider = TokioRuntimeProvider::default();
-        let mut builder = match choice {
-            ResolverChoice::System => {
-                TokioResolver::builder(provider).map_err(|source| EgressError::ResolverConfig { source })?
-            }
-            ResolverChoice::Fixed(servers) => {
-                let name_servers = servers
-                    .iter()
-                    .map(|s| {
-                        let mut udp = ConnectionConfig::udp();
-                        udp.port = s.port();
-                        let mut tcp = ConnectionConfig::tcp();
-                        tcp.port = s.port();
-                        NameServerConfig::new(s.ip(), true, vec![udp, tcp])
-                    })
-                    .collect();
-                let mut b = TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(name_servers),
-                    provider,
-                );
-                b.options_mut().use_hosts_file = ResolveHosts::Never;
-                b
-            }
-        };
-        let opts: &mut ResolverOpts = builder.options_mut();
-        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        opts.timeout = Duration::from_secs(3);
-        opts.attempts = 2;
-        opts.cache_size = 4096;
-        let resolver = builder.build().map_err(|source| EgressError::ResolverConfig { source })?;
-        Ok(Self { resolver })
+        Ok(Self { choice: choice.clone(), resolver: OnceLock::new() })
+    }
+
+    fn resolver(&self) -> Result<&TokioResolver, NetError> {
+        let built = self.resolver.get_or_init(|| {
+            build(&self.choice).map_err(|e| {
+                let msg = format!("upstream resolver configuration: {e}");
+                tracing::warn!("{msg}");
+                msg
+            })
+        });
+        built.as_ref().map_err(|msg| NetError::from(msg.clone()))
     }
 
     /// Addresses for `host`; an IP literal is returned as is without any lookup.
@@ -104,7 +91,8 @@ impl Upstream {
             return Ok(vec![ip.to_canonical()]);
         }
         let lookup = self
-            .resolver
+            .resolver()
+            .map_err(|source| ResolveError::Lookup { host: host.to_owned(), source })?
             .lookup_ip(host)
             .await
             .map_err(|source| ResolveError::Lookup { host: host.to_owned(), source })?;
@@ -122,6 +110,37 @@ impl Upstream {
 
     /// Raw lookup of one record type (for the sandbox DNS server).
     pub(crate) async fn lookup(&self, name: Name, rtype: RecordType) -> Result<Lookup, NetError> {
-        self.resolver.lookup(name, rtype).await
+        self.resolver()?.lookup(name, rtype).await
     }
+}
+
+fn build(choice: &ResolverChoice) -> Result<TokioResolver, EgressError> {
+    let provider = TokioRuntimeProvider::default();
+    let mut builder = match choice {
+        ResolverChoice::System => {
+            TokioResolver::builder(provider).map_err(|source| EgressError::ResolverConfig { source })?
+        }
+        ResolverChoice::Fixed(servers) => {
+            let name_servers = servers
+                .iter()
+                .map(|s| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = s.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = s.port();
+                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            let mut b =
+                TokioResolver::builder_with_config(ResolverConfig::from_name_servers(name_servers), provider);
+            b.options_mut().use_hosts_file = ResolveHosts::Never;
+            b
+        }
+    };
+    let opts: &mut ResolverOpts = builder.options_mut();
+    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    opts.timeout = Duration::from_secs(3);
+    opts.attempts = 2;
+    opts.cache_size = 4096;
+    builder.build().map_err(|source| EgressError::ResolverConfig { source })
 }

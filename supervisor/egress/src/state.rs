@@ -12,7 +12,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use openshell_policy::NetworkEngine;
-use rustls::ClientConfig;
 use tokio::sync::Semaphore;
 
 use crate::dial::Connector;
@@ -21,6 +20,7 @@ use crate::events::EventSink;
 use crate::guard::AddressGuard;
 use crate::identity::{BinaryIdentity, IdentityError, IdentityResolver, IdentitySource};
 use crate::resolve::Upstream;
+use crate::tls::TlsClient;
 use crate::tunnels::Tunnels;
 
 /// Concurrent identity lookups (each holds a blocking-pool thread; bounding
@@ -35,6 +35,8 @@ pub(crate) struct Counters {
     pub dns_queries: AtomicU64,
     pub allowed: AtomicU64,
     pub denied: AtomicU64,
+    /// Refusals of the sandbox kernel seen by the refusal observer.
+    pub refused: AtomicU64,
 }
 
 impl Counters {
@@ -56,7 +58,7 @@ pub(crate) struct Shared {
     pub tunnels: Arc<Tunnels>,
     pub answers: AnswerLog,
     pub dns_denials: DenialDedupe,
-    pub tls: Arc<ClientConfig>,
+    pub tls: TlsClient,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub sniff_timeout: Duration,
@@ -77,7 +79,7 @@ pub(crate) struct SharedParts {
     pub upstream: Upstream,
     pub guard: Arc<dyn AddressGuard>,
     pub connector: Arc<dyn Connector>,
-    pub tls: Arc<ClientConfig>,
+    pub tls: TlsClient,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub sniff_timeout: Duration,
@@ -127,6 +129,10 @@ impl Shared {
     ) -> Result<Arc<BinaryIdentity>, Arc<IdentityError>> {
         if self.identity_is_fixed {
             return self.identity.lookup(agent, ours).map(Arc::new).map_err(Arc::new);
+        }
+        // The common case (recent owner, known binary) needs no blocking-pool hop.
+        if let Some(r) = self.identity.lookup_fast(agent, ours) {
+            return r.map(Arc::new).map_err(Arc::new);
         }
         let resolver = Arc::clone(&self.identity);
         // The semaphore is never closed; a failed acquire only means no bound.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use openshell_supervisor_sys::{fdpass, process};
 
 use super::protocol::{self, ChannelError, FromSandbox, ListenerKind, ToSandbox};
-use super::{LaunchError, Launched, Listeners, SandboxSpec};
+use super::{LaunchError, LaunchOptions, Launched, Listeners, SandboxSpec};
 
 /// Bound on the whole start (exec of the stage, namespaces, mounts, agent setup).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,7 +51,7 @@ fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-pub(super) fn start(spec: &SandboxSpec) -> Result<Launched, LaunchError> {
+pub(super) fn start(spec: &SandboxSpec, options: LaunchOptions) -> Result<Launched, LaunchError> {
     let (ours, theirs) = fdpass::seqpacket_pair().map_err(LaunchError::Channel)?;
     let (spawned_tx, spawned_rx) = sync_channel::<std::io::Result<()>>(1);
     let (exit_tx, exit_rx) = sync_channel(1);
@@ -83,7 +83,7 @@ pub(super) fn start(spec: &SandboxSpec) -> Result<Launched, LaunchError> {
             exit: Mutex::new(Some(exit_rx)),
         }),
     };
-    match collect(&control, spec) {
+    match collect(&control, spec, options) {
         Ok(launched) => Ok(launched),
         Err(e) => {
             // The sandbox tears itself down after a failure; reap the stage so no zombie is left, and
@@ -115,44 +115,62 @@ fn spawn_stage(theirs: OwnedFd) -> std::io::Result<std::process::Child> {
     child
 }
 
-fn collect(control: &Control, spec: &SandboxSpec) -> Result<Launched, LaunchError> {
+fn collect(control: &Control, spec: &SandboxSpec, options: LaunchOptions) -> Result<Launched, LaunchError> {
     let sock = control.inner.sock.lock().unwrap_or_else(|p| p.into_inner());
-    protocol::send(sock.as_fd(), &ToSandbox::Start { spec: Box::new(spec.clone()) }, &[])
+    protocol::send(sock.as_fd(), &ToSandbox::Start { spec: Box::new(spec.clone()), options }, &[])
         .map_err(chan("sending the sandbox spec"))?;
     let deadline = Instant::now() + START_TIMEOUT;
     let mut init_pid = None;
     let mut listeners = Listeners::default();
-    let (agent_ns_pid, report) = loop {
+    let mut seccomp_listener = None;
+    let (agent_ns_pid, mut report) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let (msg, fds) =
             protocol::recv::<FromSandbox>(sock.as_fd(), Some(left)).map_err(chan("starting the sandbox"))?;
         match msg {
             FromSandbox::InitPid { pid } => init_pid = Some(pid),
             FromSandbox::Listeners { kinds } => add_listeners(&mut listeners, &kinds, fds)?,
+            FromSandbox::SeccompListener => seccomp_listener = fds.into_iter().next(),
             FromSandbox::Ready { agent_pid, report } => break (agent_pid, report),
             FromSandbox::Failed { stage, message } => return Err(LaunchError::Setup { stage, message }),
             other => return Err(LaunchError::Unexpected { step: "start", message: format!("{other:?}") }),
         }
     };
-    // The launch stage sends init's pid right after the fork, long before init is ready; a missing pid
-    // means a broken stage.
+    // The launch stage sends init's pid right after the fork, normally long before init is ready; a
+    // missing pid means a broken stage. On a loaded host the stage may be descheduled until after an agent
+    // that fails fast (a refused connect) has already exited: its `Exited` is skipped here, the status
+    // comes from `wait()`.
     let init_pid = match init_pid {
         Some(p) => p,
-        None => {
+        None => loop {
             let (msg, _) = protocol::recv::<FromSandbox>(sock.as_fd(), Some(Duration::from_secs(1)))
                 .map_err(chan("waiting for init's pid"))?;
             match msg {
-                FromSandbox::InitPid { pid } => pid,
+                FromSandbox::InitPid { pid } => break pid,
+                FromSandbox::Exited { .. } => continue,
                 other => {
                     return Err(LaunchError::Unexpected { step: "init pid", message: format!("{other:?}") });
                 }
             }
-        }
+        },
     };
     drop(sock);
+    if seccomp_listener.is_none() && report.process_events == super::agent::PROCESS_EVENTS_NOTIFY {
+        report.process_events =
+            "unavailable: the seccomp listener did not reach the supervisor; refused syscalls fail with \
+             ENOSYS and are not reported"
+                .into();
+    }
     let agent_pid = agent_host_pid(init_pid).unwrap_or(0);
     tracing::debug!(init_pid, agent_pid, agent_ns_pid, "sandbox ready");
-    Ok(Launched { init_pid, agent_pid, listeners, report: *report, control: control.clone() })
+    Ok(Launched {
+        init_pid,
+        agent_pid,
+        listeners,
+        report: *report,
+        control: control.clone(),
+        seccomp_listener,
+    })
 }
 
 fn add_listeners(into: &mut Listeners, kinds: &[ListenerKind], fds: Vec<OwnedFd>) -> Result<(), LaunchError> {
@@ -169,6 +187,7 @@ fn add_listeners(into: &mut Listeners, kinds: &[ListenerKind], fds: Vec<OwnedFd>
             ListenerKind::DnsUdp => into.dns_udp.push(UdpSocket::from(fd)),
             ListenerKind::DnsTcp => into.dns_tcp.push(TcpListener::from(fd)),
             ListenerKind::SockDiag => into.sock_diag = Some(fd),
+            ListenerKind::RefusalObserver => into.observer = Some(fd),
         }
     }
     Ok(())

@@ -18,11 +18,11 @@ use openshell_supervisor_sys::nix::sys::signal::{SigSet, Signal};
 use openshell_supervisor_sys::nix::sys::signalfd::{SfdFlags, SignalFd};
 use openshell_supervisor_sys::ns::{self, Namespaces};
 use openshell_supervisor_sys::process::{self, Forked, Reaped};
-use openshell_supervisor_sys::{net, privs, seccomp};
+use openshell_supervisor_sys::{fdpass, net, observer, privs, seccomp, seccomp_notify};
 
 use super::protocol::{self, FromSandbox, ListenerKind, ToSandbox};
 use super::stage::{Identity, error_chain};
-use super::{EnforcementReport, SandboxSpec, agent};
+use super::{EnforcementReport, LaunchOptions, SandboxSpec, agent};
 
 /// Exit status of init when setup fails.
 const EXIT_SETUP_FAILED: i32 = 125;
@@ -38,8 +38,8 @@ fn fail<E: std::error::Error>(stage: &'static str) -> impl FnOnce(E) -> (&'stati
 }
 
 /// Runs sandbox init; never returns.
-pub(super) fn run(ctrl: &OwnedFd, spec: &SandboxSpec, identity: Identity) -> ! {
-    match setup_and_serve(ctrl, spec, identity) {
+pub(super) fn run(ctrl: &OwnedFd, spec: &SandboxSpec, options: LaunchOptions, identity: Identity) -> ! {
+    match setup_and_serve(ctrl, spec, options, identity) {
         Ok(code) => process::exit_now(code),
         Err((stage, message)) => {
             let _ = protocol::send(ctrl.as_fd(), &FromSandbox::Failed { stage: stage.into(), message }, &[]);
@@ -48,7 +48,12 @@ pub(super) fn run(ctrl: &OwnedFd, spec: &SandboxSpec, identity: Identity) -> ! {
     }
 }
 
-fn setup_and_serve(ctrl: &OwnedFd, spec: &SandboxSpec, identity: Identity) -> InitResult<i32> {
+fn setup_and_serve(
+    ctrl: &OwnedFd,
+    spec: &SandboxSpec,
+    options: LaunchOptions,
+    identity: Identity,
+) -> InitResult<i32> {
     process::set_parent_death_signal(libc::SIGKILL).map_err(fail("sandbox init"))?;
     if !identity.userns {
         // Root mode: /proc/1/* becomes root's and un-ptraceable. Rootless: init stays dumpable, because
@@ -69,17 +74,26 @@ fn setup_and_serve(ctrl: &OwnedFd, spec: &SandboxSpec, identity: Identity) -> In
         resolv_conf: Some(RESOLV_CONF.to_string()),
         staging: PathBuf::from("/tmp"),
         console: terminal_path(),
+        read_only: spec.landlock.read_only.clone(),
+        read_write: spec.landlock.read_write.clone(),
+        executable: spec.landlock.executable.clone(),
+        protect_git: true,
     };
-    let root_report = mounts::setup_root(&mut LinuxMountOps::default(), &root)
+    let mut root_report = mounts::setup_root(&mut LinuxMountOps::default(), &root)
         .map_err(fail("building the root filesystem"))?;
+    root_report.view.memfd_exec = mounts::memfd_exec_policy(spec.landlock.executable.is_some());
     let net_report = net::setup_capture_network().map_err(fail("setting up the sandbox network"))?;
     net::allow_unprivileged_low_ports().map_err(fail("setting up the sandbox network"))?;
 
-    let (listeners, skipped) = create_listeners(spec, net_report.ipv6)?;
+    let (mut listeners, skipped) = create_listeners(spec, net_report.ipv6)?;
+    let refusal_events = add_refusal_observer(&mut listeners);
     protocol::send_listeners(ctrl.as_fd(), &listeners).map_err(fail("sending the listeners"))?;
     drop(listeners);
 
-    let programs = seccomp::compile().map_err(fail("compiling the seccomp filter"))?;
+    let filters = agent::Filters {
+        plain: seccomp::compile().map_err(fail("compiling the seccomp filter"))?,
+        notify: seccomp_notify::compile_notify().map_err(|e| error_chain(&e)),
+    };
     let mut base = EnforcementReport {
         seccomp: seccomp::report(),
         namespaces: Namespaces::ALL.names(),
@@ -94,7 +108,9 @@ fn setup_and_serve(ctrl: &OwnedFd, spec: &SandboxSpec, identity: Identity) -> In
             ResolvConf::Mounted { target } => format!("generated, bound over {}", target.display()),
             ResolvConf::Skipped { reason } => format!("unchanged: {reason}"),
         },
+        filesystem_view: root_report.view,
         init_capabilities: vec!["CAP_KILL".into()],
+        refusal_events,
         ..EnforcementReport::default()
     };
     if identity.userns {
@@ -102,19 +118,23 @@ fn setup_and_serve(ctrl: &OwnedFd, spec: &SandboxSpec, identity: Identity) -> In
     }
 
     let (report_r, report_w) =
-        openshell_supervisor_sys::nix::unistd::pipe2(openshell_supervisor_sys::nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(fail("creating the report pipe"))?;
+        fdpass::seqpacket_pair().map_err(fail("creating the agent's report channel"))?;
     let agent_pid = match process::fork_single_threaded().map_err(fail("forking the agent"))? {
         Forked::Child => {
             drop(report_r);
-            agent::run(spec, base, &programs, report_w)
+            agent::run(spec, options, base, &filters, report_w)
         }
         Forked::Parent { child } => child,
     };
     drop(report_w);
 
     match agent::read_outcome(report_r) {
-        agent::Outcome::Ready(report) => {
+        agent::Outcome::Ready { report, listener } => {
+            if let Some(listener) = listener {
+                // Sent, the supervisor holds the only other copy; ours closes right after.
+                protocol::send(ctrl.as_fd(), &FromSandbox::SeccompListener, &[listener.as_fd()])
+                    .map_err(fail("handing the seccomp listener to the supervisor"))?;
+            }
             protocol::send(ctrl.as_fd(), &FromSandbox::Ready { agent_pid, report }, &[])
                 .map_err(fail("reporting ready"))?;
         }
@@ -178,6 +198,22 @@ fn create_listeners(spec: &SandboxSpec, ipv6: bool) -> InitResult<(ListenerSet, 
         }
     }
     Ok((out, skipped))
+}
+
+/// Adds the refusal observer (architecture/egress.md, *Refusals the kernel answers*) while init still has
+/// `CAP_NET_RAW` over the netns. Best effort: it only reports denials the kernel already made, so its
+/// absence is said in the report instead of failing the sandbox.
+fn add_refusal_observer(out: &mut ListenerSet) -> String {
+    match observer::refusal_observer() {
+        Ok(fd) => {
+            out.push((ListenerKind::RefusalObserver, fd));
+            observer::MECHANISM.to_string()
+        }
+        Err(e) => format!(
+            "unavailable: {}; connections to ports no policy names, UDP and ICMP are refused without events",
+            error_chain(&e)
+        ),
+    }
 }
 
 fn capture_listeners(port: u16, ipv6: bool) -> Result<Vec<OwnedFd>, net::NetError> {

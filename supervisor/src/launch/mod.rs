@@ -13,11 +13,13 @@
 
 mod agent;
 mod control;
+pub mod denials;
 mod init;
 mod protocol;
 mod stage;
 
 use std::net::{TcpListener, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use openshell_supervisor_sys::landlock::{LandlockReport, LandlockSpec};
@@ -53,6 +55,15 @@ pub struct SandboxSpec {
     pub hostname: String,
 }
 
+/// How the supervisor will observe the sandbox, decided before the launch (not part of the policy).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchOptions {
+    /// The supervisor reads the kernel's Landlock audit records: the agent's domain asks Landlock to log
+    /// its denials after `execve` too (they would not be logged at all otherwise).
+    pub landlock_audit: bool,
+}
+
 /// Listeners created inside the sandbox's network namespace, served by the supervisor. Blocking; set
 /// them non-blocking before handing them to an async runtime.
 #[derive(Debug, Default)]
@@ -65,6 +76,8 @@ pub struct Listeners {
     pub dns_tcp: Vec<TcpListener>,
     /// `NETLINK_SOCK_DIAG` socket created in the agent's netns (binary identity lookups).
     pub sock_diag: Option<std::os::fd::OwnedFd>,
+    /// The refusal observer (`AF_PACKET` on the agent netns's `lo`), if it could be created.
+    pub observer: Option<std::os::fd::OwnedFd>,
 }
 
 /// What is enforced, as reported by the agent process just before `execve`.
@@ -91,8 +104,24 @@ pub struct EnforcementReport {
     pub skipped_capture_ports: Vec<String>,
     /// `/etc/resolv.conf` handling.
     pub resolv_conf: String,
+    /// The agent's filesystem view: what is bound where, recreated symlinks, skipped paths, `noexec`
+    /// places, protected git files, memfd execution.
+    #[serde(default)]
+    pub filesystem_view: openshell_supervisor_sys::mounts::ViewReport,
     /// Sandbox init keeps only these capabilities (to signal the agent).
     pub init_capabilities: Vec<String>,
+    /// How refused syscalls become `process` events: `seccomp-notify` (the supervisor answers them and
+    /// reports each) or `unavailable: <why>` (plain errno filter, not reported).
+    #[serde(default)]
+    pub process_events: String,
+    /// How Landlock denials become `filesystem` (and signal-scope `process`) events: `landlock-audit`
+    /// (kernel audit records of this sandbox's domain) or `unavailable: <why>`. Set by the supervisor.
+    #[serde(default)]
+    pub filesystem_events: String,
+    /// How the sandbox kernel's own refusals (connections to ports no policy names, UDP, ICMP) become
+    /// `network` events: the refusal observer's mechanism, or `unavailable: <why>`.
+    #[serde(default)]
+    pub refusal_events: String,
 }
 
 /// A running sandbox.
@@ -105,6 +134,10 @@ pub struct Launched {
     pub listeners: Listeners,
     pub report: EnforcementReport,
     pub control: Control,
+    /// The listener of the agent's seccomp filter (notify mode): every refused syscall of the sandbox
+    /// waits for an answer on it. Keep it open for the sandbox's lifetime and answer from a dedicated
+    /// thread ([`denials`]); closed, refused calls fail with `ENOSYS`.
+    pub seccomp_listener: Option<OwnedFd>,
 }
 
 /// Why the sandbox could not be started or controlled.
@@ -171,10 +204,10 @@ fn validate(spec: &SandboxSpec) -> Result<(), LaunchError> {
 
 /// Starts the sandbox described by `spec` and returns once the agent is executing its command (or
 /// failed to). Blocking. The launch stage inherits stdin/stdout/stderr: the agent talks to the caller's
-/// terminal directly.
-pub fn launch(spec: &SandboxSpec) -> Result<Launched, LaunchError> {
+/// terminal directly. `options` say how the supervisor will observe the sandbox.
+pub fn launch(spec: &SandboxSpec, options: LaunchOptions) -> Result<Launched, LaunchError> {
     validate(spec)?;
-    control::start(spec)
+    control::start(spec, options)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use openshell_supervisor_sys::fdpass::{self, FdPassError};
 use serde::{Deserialize, Serialize};
 
-use super::{EnforcementReport, SandboxSpec};
+use super::{EnforcementReport, LaunchOptions, SandboxSpec};
 
 /// Largest message accepted (the spec with its environment is the biggest). A `SOCK_SEQPACKET` message
 /// must fit in the socket's send buffer (`net.core.wmem_default`, 208 KiB by default).
@@ -25,7 +25,11 @@ pub const FDS_PER_BATCH: usize = 240;
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToSandbox {
     /// First message, to the launch stage.
-    Start { spec: Box<SandboxSpec> },
+    Start {
+        spec: Box<SandboxSpec>,
+        #[serde(default)]
+        options: LaunchOptions,
+    },
     /// Create capture listeners for a TCP port (policy reload).
     OpenCapture { id: u64, port: u16 },
     /// Send a signal to the agent.
@@ -44,6 +48,9 @@ pub enum ListenerKind {
     DnsTcp,
     /// A `NETLINK_SOCK_DIAG` socket of the agent's netns: exact socket lookups for binary identity.
     SockDiag,
+    /// An `AF_PACKET` socket on the agent netns's `lo` that sees only the kernel's refusals
+    /// (`openshell_supervisor_sys::observer`): denials that never reach a listener become events.
+    RefusalObserver,
 }
 
 /// Messages from the sandbox.
@@ -54,6 +61,9 @@ pub enum FromSandbox {
     InitPid { pid: i32 },
     /// A batch of listeners; `kinds[i]` describes the i-th attached descriptor.
     Listeners { kinds: Vec<ListenerKind> },
+    /// The listener of the agent's seccomp filter (notify mode), attached; sent just before `Ready`.
+    /// Sandbox init closes its copy once sent.
+    SeccompListener,
     /// The agent passed every step and is executing the command.
     Ready { agent_pid: i32, report: Box<EnforcementReport> },
     /// A step failed; the sandbox is going away.

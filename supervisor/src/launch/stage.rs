@@ -13,8 +13,8 @@ use openshell_supervisor_sys::caps;
 use openshell_supervisor_sys::ns::{self, Namespaces};
 use openshell_supervisor_sys::process::{self, Forked, Reaped};
 
-use super::SandboxSpec;
 use super::protocol::{self, FromSandbox, ToSandbox};
+use super::{LaunchOptions, SandboxSpec};
 
 /// Exit status of the stage when it fails before sandbox init exists.
 const EXIT_SETUP_FAILED: i32 = 125;
@@ -36,16 +36,18 @@ pub fn stage_main(control_fd: i32) -> ! {
             process::exit_now(EXIT_SETUP_FAILED);
         }
     };
-    let prepared = prepare(&ctrl).and_then(|(spec, identity)| {
-        process::fork_single_threaded().map(|f| (spec, identity, f)).map_err(fail("forking sandbox init"))
+    let prepared = prepare(&ctrl).and_then(|(spec, options, identity)| {
+        process::fork_single_threaded()
+            .map(|f| (spec, options, identity, f))
+            .map_err(fail("forking sandbox init"))
     });
     match prepared {
         Err((stage, message)) => {
             let _ = protocol::send(ctrl.as_fd(), &FromSandbox::Failed { stage: stage.into(), message }, &[]);
             process::exit_now(EXIT_SETUP_FAILED)
         }
-        Ok((spec, identity, Forked::Child)) => super::init::run(&ctrl, &spec, identity),
-        Ok((_, _, Forked::Parent { child })) => {
+        Ok((spec, options, identity, Forked::Child)) => super::init::run(&ctrl, &spec, options, identity),
+        Ok((_, _, _, Forked::Parent { child })) => {
             // If the supervisor is already gone, init notices the closed channel by itself.
             let _ = protocol::send(ctrl.as_fd(), &FromSandbox::InitPid { pid: child }, &[]);
             drop(ctrl);
@@ -73,7 +75,7 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Process hygiene, the spec, the namespaces: everything before sandbox init is forked.
-fn prepare(ctrl: &OwnedFd) -> StageResult<(Box<SandboxSpec>, Identity)> {
+fn prepare(ctrl: &OwnedFd) -> StageResult<(Box<SandboxSpec>, LaunchOptions, Identity)> {
     process::set_parent_death_signal(libc::SIGKILL).map_err(fail("launch stage"))?;
     // Terminal signals reach the agent directly (same foreground process group); this process only waits
     // and must not die of them before the agent does.
@@ -85,11 +87,11 @@ fn prepare(ctrl: &OwnedFd) -> StageResult<(Box<SandboxSpec>, Identity)> {
 
     let (msg, _) = protocol::recv::<ToSandbox>(ctrl.as_fd(), Some(Duration::from_secs(30)))
         .map_err(fail("reading the sandbox spec"))?;
-    let ToSandbox::Start { spec } = msg else {
+    let ToSandbox::Start { spec, options } = msg else {
         return Err(("reading the sandbox spec", format!("expected start, got {msg:?}")));
     };
     let identity = enter_namespaces(&spec)?;
-    Ok((spec, identity))
+    Ok((spec, options, identity))
 }
 
 /// Privileged: unshare directly. Otherwise: a user namespace first, mapping the agent's ids to ours.

@@ -54,6 +54,26 @@ pub struct LandlockReport {
     pub fully_enforced: bool,
     /// Paths of the spec that did not exist (best effort only) and therefore got no rule.
     pub skipped_paths: Vec<PathBuf>,
+    /// Denials after `execve` are logged to the kernel's audit (ABI 7,
+    /// `LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON`); only asked for when someone reads the records.
+    #[serde(default)]
+    pub log_denials_after_exec: bool,
+    /// Who restricts `connect()` to pathname unix sockets: Landlock (ABI 9+, `resolve_unix`) and the
+    /// mount view, or the mount view only (the agent reaches only sockets inside the paths it was given).
+    #[serde(default)]
+    pub unix_socket_connect: String,
+}
+
+/// [`LandlockReport::unix_socket_connect`] for the handled filesystem rights at `abi`.
+pub fn unix_socket_connect(fs: BitFlags<AccessFs>, abi: u32) -> String {
+    if fs.contains(AccessFs::ResolveUnix) {
+        "landlock (resolve_unix: only below read_write paths) and the mount view".into()
+    } else {
+        format!(
+            "mount view only (Landlock ABI {abi} < 9 cannot restrict connect() to pathname unix sockets): \
+             sockets below listed paths are reachable"
+        )
+    }
 }
 
 /// Errors of this module.
@@ -182,6 +202,17 @@ pub struct PreparedLandlock {
     skipped: Vec<PathBuf>,
     bind_ports: Vec<u16>,
     hard: bool,
+    log_after_exec: bool,
+}
+
+impl PreparedLandlock {
+    /// Asks the kernel (ABI 7+) to log this domain's denials to the audit subsystem also after `execve`
+    /// (`LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON`): by default only denials of the program that called
+    /// `landlock_restrict_self` are logged, and the agent's command runs after an `execve`. Records exist
+    /// only while the kernel's audit is enabled; without the flag the domain never produces any after exec.
+    pub fn log_denials_after_exec(&mut self, on: bool) {
+        self.log_after_exec = on;
+    }
 }
 
 /// Opens a descriptor for every path of `spec` (missing paths: error with `hard_requirement`, skipped and
@@ -223,16 +254,28 @@ pub fn prepare(spec: &LandlockSpec) -> Result<PreparedLandlock, LandlockError> {
     bind_ports.push(0);
     bind_ports.sort_unstable();
     bind_ports.dedup();
-    Ok(PreparedLandlock { abi, paths, skipped, bind_ports, hard: spec.hard_requirement })
+    Ok(PreparedLandlock {
+        abi,
+        paths,
+        skipped,
+        bind_ports,
+        hard: spec.hard_requirement,
+        log_after_exec: false,
+    })
 }
 
 /// Restricts the calling thread (and everything it executes) with the prepared rules. Sets
 /// `no_new_privs` if not already set.
 pub fn enforce(prepared: PreparedLandlock) -> Result<LandlockReport, LandlockError> {
-    let PreparedLandlock { abi, paths, skipped, bind_ports, hard } = prepared;
+    let PreparedLandlock { abi, paths, skipped, bind_ports, hard, log_after_exec } = prepared;
     let abi_num = abi as u32;
     if abi == ABI::Unsupported {
-        return Ok(LandlockReport { abi: 0, skipped_paths: skipped, ..LandlockReport::default() });
+        return Ok(LandlockReport {
+            abi: 0,
+            skipped_paths: skipped,
+            unix_socket_connect: unix_socket_connect(BitFlags::empty(), 0),
+            ..LandlockReport::default()
+        });
     }
     let level = if hard { CompatLevel::HardRequirement } else { CompatLevel::BestEffort };
     let fs = AccessFs::from_all(abi);
@@ -261,6 +304,9 @@ pub fn enforce(prepared: PreparedLandlock) -> Result<LandlockReport, LandlockErr
                 .map_err(|source| LandlockError::PortRule { port, source })?;
         }
     }
+    if log_after_exec && abi >= ABI::V7 {
+        created = created.log_new_exec(true).map_err(rs_err("log_new_exec"))?;
+    }
     let status = created.restrict_self().map_err(rs_err("restrict_self"))?;
     let fully = status.ruleset == RulesetStatus::FullyEnforced;
     if hard && !fully {
@@ -280,6 +326,8 @@ pub fn enforce(prepared: PreparedLandlock) -> Result<LandlockReport, LandlockErr
         scoped,
         fully_enforced: fully,
         skipped_paths: skipped,
+        log_denials_after_exec: status.log_new_exec,
+        unix_socket_connect: unix_socket_connect(fs, abi_num),
     })
 }
 

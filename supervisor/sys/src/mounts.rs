@@ -1,24 +1,49 @@
-//! The sandbox's root view, built by sandbox init (pid 1 of fresh mount and pid namespaces):
-//! a read-only, nosuid, nodev recursive copy of the host root (or a rootfs directory), a fresh `/proc`, a
-//! minimal `/dev`, a private `/tmp`, the workdir bound read-write, a generated `/etc/resolv.conf`, then
-//! `pivot_root` and detach of the old root.
+//! The sandbox's root view, built by sandbox init (pid 1 of fresh mount and pid namespaces): an EMPTY
+//! tmpfs skeleton into which only what the policy lists is bind-mounted (read-only paths read-only,
+//! read-write paths read-write), plus a fresh `/proc`, a minimal `/dev`, a private `/tmp`, the workdir
+//! read-write, a generated `/etc/resolv.conf`; the skeleton is then made read-only, `pivot_root` into it
+//! and the old root detached.
+//!
+//! Every path of the root (host `/` or a `--rootfs` directory) and of the workdir is resolved with
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` on an `O_PATH` descriptor of that directory
+//! ([`crate::inroot`]) and bound through `/proc/self/fd/N` of the resolved descriptor; mount points are
+//! created only in tmpfs instances this module mounted (the skeleton, the private `/tmp`, `/dev`),
+//! resolved the same way below the skeleton. Nothing is ever written into the root or the workdir, and
+//! no symlink of either can lead a lookup to the host.
+//!
+//! Symlinks: a listed path that is itself a symlink (Debian: `/lib -> usr/lib`) is recreated as the same
+//! symlink in the skeleton; its target is reachable only if the target is listed too (list `/usr`).
+//! Symlinks on the way to a listed path are followed inside the root and recreated as well, so the
+//! listed name keeps working. Missing paths are skipped and reported.
+//!
+//! When the policy restricts execution (`executable`), writable places not covered by an executable
+//! path (workdir, `/tmp`, `read_write` paths; `/dev/shm` always) are mounted `noexec`, so the dynamic
+//! loader cannot map code from them either. When the workdir holds a `.git` directory, `.git` is pinned
+//! (bound over itself: it can be neither renamed nor removed) and `.git/hooks` and `.git/config` are
+//! bound read-only over themselves: they run on the host when the user runs git.
 //!
 //! Every step goes through [`MountOps`] so that the sequence is unit-tested with a recording fake
 //! ([`setup_root`] is the only place that decides what is mounted where).
 //!
-//! Threat handled: the agent writing outside its workdir and `/tmp`, using setuid binaries or device nodes
-//! of the host, reading the host's `/tmp`, or seeing processes of the host in `/proc`. Residual risk: the
-//! read-only host view still reveals what the host has (Landlock decides what the agent may read); `/sys`
-//! is the host's (read-only).
+//! Threat handled: the agent seeing, reaching (`connect()` to pathname unix sockets, which Landlock below
+//! ABI 9 cannot restrict), `stat`ing or writing anything the policy does not list; setuid binaries and
+//! device nodes of the host; the host's `/tmp`; processes of the host in `/proc`; a hostile rootfs whose
+//! symlinks point at the host. Residual risk: what is listed is visible with the host's content
+//! (Landlock is the second layer over the same paths); `/proc/self/mountinfo` shows the listed paths;
+//! a listed directory shows every host mount below it.
 
+use std::ffi::OsString;
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, symlink};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
+
+pub use crate::inroot::{Kind, Make};
 
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
@@ -27,6 +52,13 @@ pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
 /// Device nodes bound from the host into the sandbox's `/dev`.
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Paths the sandbox provides itself; policy paths at or below them are not bound from the root.
+pub const SANDBOX_PROVIDED: &[&str] = &["/proc", "/dev", "/tmp"];
+/// `ViewReport::mechanism`.
+pub const VIEW_MECHANISM: &str =
+    "tmpfs skeleton with only the policy's paths bound (openat2 RESOLVE_IN_ROOT)";
+/// Symlinks followed per path before giving up (the kernel's own limit is 40).
+const MAX_LINKS: usize = 40;
 
 /// Errors of this module; each names the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +88,9 @@ pub enum MountError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot create symlink {link}")]
-    Symlink {
-        link: PathBuf,
+    #[error("cannot create {path} in the sandbox skeleton")]
+    Make {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -81,22 +113,33 @@ pub enum MountError {
         #[source]
         source: std::io::Error,
     },
-    #[error("mount point {path} does not exist and may not be created on the host root")]
-    MissingMountPoint { path: PathBuf },
+    #[error("mount point {path} does not exist and may not be created in the root filesystem ({why})")]
+    MissingMountPoint { path: PathBuf, why: String },
     #[error("invalid path {path}: must be absolute, without '..'")]
     InvalidPath { path: PathBuf },
 }
 
+/// Where a path is looked up: each is an `O_PATH` descriptor that lookups cannot leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Base {
+    /// The root filesystem (host `/` or `--rootfs`).
+    Root,
+    /// The workdir (host directory).
+    Workdir,
+    /// The new root being built (after `pivot_root`: `/` of the sandbox).
+    Skeleton,
+}
+
 /// What to build.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RootSpec {
-    /// Host path of the root to copy: `/` or a rootfs directory.
+    /// Host path of the root the listed paths come from: `/` or a rootfs directory.
     pub root: PathBuf,
     /// Host directory bound read-write at `workdir_target`.
     pub workdir: Option<PathBuf>,
     /// Where the workdir appears inside the sandbox (usually the same path as on the host).
     pub workdir_target: PathBuf,
-    /// Content of the generated `/etc/resolv.conf` (none: keep the root's).
+    /// Content of the generated `/etc/resolv.conf` (none: keep the root's, if listed).
     pub resolv_conf: Option<String>,
     /// Host directory that receives the staging tmpfs (hidden from the host by the private mount ns).
     pub staging: PathBuf,
@@ -104,6 +147,15 @@ pub struct RootSpec {
     /// `ttyname()` finds the inherited terminal inside the sandbox's own `/dev` (its `pts` is a new
     /// instance, in which the caller's `/dev/pts/N` does not exist).
     pub console: Option<PathBuf>,
+    /// Paths (inside the sandbox = inside `root`) bound read-only.
+    pub read_only: Vec<PathBuf>,
+    /// Paths bound read-write.
+    pub read_write: Vec<PathBuf>,
+    /// `Some`: execution is restricted to these paths (they are bound too): writable places they do not
+    /// cover are mounted `noexec`.
+    pub executable: Option<Vec<PathBuf>>,
+    /// Pin `<workdir>/.git` and bind `.git/hooks` and `.git/config` read-only (when `.git` is a directory).
+    pub protect_git: bool,
 }
 
 /// What happened to `/etc/resolv.conf`.
@@ -120,10 +172,31 @@ pub enum ResolvConf {
     },
 }
 
+/// The filesystem view, as built (part of the enforcement report).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewReport {
+    /// How the root is built ([`VIEW_MECHANISM`]).
+    pub mechanism: String,
+    /// Bind mounts, parents first: `PATH ro|rw[ noexec]`.
+    pub binds: Vec<String>,
+    /// Symlinks recreated in the skeleton: `PATH -> TARGET`.
+    pub links: Vec<String>,
+    /// Listed paths that were not bound, with the reason (missing, or occupied by another listing).
+    pub skipped: Vec<String>,
+    /// Workdir git files bound read-only (and `.git` pinned).
+    pub git_protected: Vec<PathBuf>,
+    /// Places mounted `noexec` because `executable` is set (besides `/dev/shm`, always `noexec`).
+    pub noexec: Vec<PathBuf>,
+    /// Whether memfds can be executed ([`memfd_exec_policy`]).
+    #[serde(default)]
+    pub memfd_exec: String,
+}
+
 /// Result of [`setup_root`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RootReport {
     pub resolv_conf: ResolvConf,
+    pub view: ViewReport,
 }
 
 /// The system calls [`setup_root`] makes. `LinuxMountOps` performs them; tests record them.
@@ -138,15 +211,19 @@ pub trait MountOps {
     ) -> Result<(), MountError>;
     /// `mount_setattr(target, recursive ? AT_RECURSIVE : 0, attr_set = set)`.
     fn set_attr(&mut self, target: &Path, recursive: bool, set: u64) -> Result<(), MountError>;
+    /// Host path; only used below the staging tmpfs.
     fn mkdir_all(&mut self, path: &Path) -> Result<(), MountError>;
+    /// Host path; only used below the staging tmpfs.
     fn create_file(&mut self, path: &Path, mode: u32, content: &[u8]) -> Result<(), MountError>;
-    fn symlink(&mut self, target: &str, link: &Path) -> Result<(), MountError>;
-    /// `lstat` succeeds.
-    fn exists(&mut self, path: &Path) -> bool;
-    /// `readlink`, `None` if not a symlink.
-    fn read_link(&mut self, path: &Path) -> Option<PathBuf>;
-    /// Opens `path` (`O_PATH`) and returns a path that names it even after other mounts hide it.
-    fn open_path(&mut self, path: &Path) -> Result<PathBuf, MountError>;
+    /// Opens the directory `host_path` (`O_PATH`) as `base`; lookups in `base` are confined to it.
+    fn open_base(&mut self, base: Base, host_path: &Path) -> Result<(), MountError>;
+    /// What `inside` names in `base`, the last component not followed; `None` when it does not exist.
+    fn lookup(&mut self, base: Base, inside: &Path) -> Result<Option<Kind>, MountError>;
+    /// Opens `inside` in `base` (`O_PATH | O_NOFOLLOW`) and returns a path naming it even after other
+    /// mounts hide it (`/proc/self/fd/N`), usable as a mount source or target, and what it is.
+    fn open_in(&mut self, base: Base, inside: &Path) -> Result<(PathBuf, Kind), MountError>;
+    /// Creates `inside` (its parent exists) in `base`, never through a symlink at its last component.
+    fn make(&mut self, base: Base, inside: &Path, what: &Make) -> Result<(), MountError>;
     /// `chdir(new_root)`, `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`, `chdir("/")`.
     fn pivot_root(&mut self, new_root: &Path) -> Result<(), MountError>;
     fn chdir(&mut self, path: &Path) -> Result<(), MountError>;
@@ -170,27 +247,377 @@ fn check_abs(path: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Follows symlinks of `inside` (an absolute path in the sandbox) with `root` as `/`, lexically, at most
-/// 16 hops. Returns the in-sandbox path of the final target.
-pub fn resolve_in_root(ops: &mut dyn MountOps, root: &Path, inside: &Path) -> PathBuf {
-    let mut cur = inside.to_path_buf();
-    for _ in 0..16 {
-        let Some(link) = ops.read_link(&under(root, &cur)) else { return cur };
-        let joined =
-            if link.is_absolute() { link } else { cur.parent().unwrap_or(Path::new("/")).join(link) };
-        let mut norm = PathBuf::from("/");
-        for c in joined.components() {
+/// `path` without `.` components or trailing slashes.
+fn normal(path: &Path) -> PathBuf {
+    let mut p = PathBuf::from("/");
+    for c in path.components() {
+        if let Component::Normal(n) = c {
+            p.push(n);
+        }
+    }
+    p
+}
+
+/// A path resolved inside a base.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The path with every symlink on the way (and the last one when asked) followed inside the base.
+    pub path: PathBuf,
+    /// What it names; `None` when missing (then `path` ends with the missing components, lexically).
+    pub kind: Option<Kind>,
+    /// Symlinks passed: (where, target text).
+    pub links: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Resolves `inside` in `base` component by component, as the kernel would with `base` as `/`
+/// (absolute targets restart at `base`, `..` stops there), at most 40 symlinks.
+pub fn canonicalize(
+    ops: &mut dyn MountOps,
+    base: Base,
+    inside: &Path,
+    follow_last: bool,
+) -> Result<Resolved, MountError> {
+    fn push_rev(todo: &mut Vec<OsString>, p: &Path) {
+        for c in p.components().rev() {
             match c {
-                Component::Normal(n) => norm.push(n),
-                Component::ParentDir => {
-                    norm.pop();
-                }
+                Component::Normal(n) => todo.push(n.to_os_string()),
+                Component::ParentDir => todo.push("..".into()),
                 _ => {}
             }
         }
-        cur = norm;
     }
-    cur
+    let mut done = PathBuf::from("/");
+    let mut todo = Vec::new();
+    push_rev(&mut todo, inside);
+    let mut links = Vec::new();
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let cand = done.join(&c);
+        let last = todo.is_empty();
+        match ops.lookup(base, &cand)? {
+            None => {
+                let mut p = cand;
+                while let Some(r) = todo.pop() {
+                    if r == ".." {
+                        p.pop();
+                    } else {
+                        p.push(r);
+                    }
+                }
+                return Ok(Resolved { path: p, kind: None, links });
+            }
+            Some(Kind::Symlink(t)) if !last || follow_last => {
+                if links.len() >= MAX_LINKS {
+                    return Ok(Resolved { path: cand, kind: None, links });
+                }
+                links.push((cand, t.clone()));
+                if t.is_absolute() {
+                    done = PathBuf::from("/");
+                }
+                push_rev(&mut todo, &t);
+            }
+            Some(k) => {
+                done = cand;
+                if last {
+                    return Ok(Resolved { path: done, kind: Some(k), links });
+                }
+            }
+        }
+    }
+    Ok(Resolved { path: done, kind: Some(Kind::Dir), links })
+}
+
+/// One bind mount of the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Bind {
+    /// Canonical path inside the sandbox.
+    target: PathBuf,
+    base: Base,
+    /// Path inside `base`.
+    source: PathBuf,
+    dir: bool,
+    writable: bool,
+    /// Listed in `executable`.
+    exec: bool,
+    noexec: bool,
+    workdir: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    ReadOnly,
+    ReadWrite,
+    Execute,
+}
+
+/// Policy paths the sandbox provides itself (own `/proc`, `/dev`, private `/tmp`), unless in the workdir.
+fn provided(p: &Path, workdir: Option<&Path>) -> bool {
+    if workdir.is_some_and(|w| p.starts_with(w)) {
+        return false;
+    }
+    SANDBOX_PROVIDED.iter().any(|s| p.starts_with(s))
+}
+
+struct Plan {
+    binds: Vec<Bind>,
+    links: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Resolves every listed path; merges, orders (parents first) and prunes the binds.
+fn plan(
+    ops: &mut dyn MountOps,
+    spec: &RootSpec,
+    wd: Option<&Path>,
+    view: &mut ViewReport,
+) -> Result<Plan, MountError> {
+    let mut wanted: Vec<(PathBuf, Grant)> = Vec::new();
+    wanted.extend(spec.read_only.iter().map(|p| (p.clone(), Grant::ReadOnly)));
+    wanted.extend(spec.read_write.iter().map(|p| (p.clone(), Grant::ReadWrite)));
+    if let Some(exec) = &spec.executable {
+        wanted.extend(exec.iter().map(|p| (p.clone(), Grant::Execute)));
+    }
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut links = Vec::new();
+    let wd_lexical = spec.workdir.as_ref().map(|_| normal(&spec.workdir_target));
+    for (listed, grant) in wanted {
+        if check_abs(&listed).is_err() {
+            view.skipped.push(format!("{}: not an absolute path without '..'", listed.display()));
+            continue;
+        }
+        let p = normal(&listed);
+        if provided(&p, wd_lexical.as_deref())
+            || (spec.resolv_conf.is_some() && p == Path::new("/etc/resolv.conf"))
+        {
+            continue;
+        }
+        let (base, inside) = match (&wd_lexical, wd) {
+            (Some(wl), Some(_)) if p.starts_with(wl) => {
+                (Base::Workdir, normal(p.strip_prefix(wl).unwrap_or(Path::new("/"))))
+            }
+            _ => (Base::Root, p.clone()),
+        };
+        let r = canonicalize(ops, base, &inside, false)?;
+        let target = match (base, wd) {
+            (Base::Workdir, Some(w)) => under(w, &r.path),
+            _ => r.path.clone(),
+        };
+        if base == Base::Root {
+            links.extend(r.links.iter().cloned());
+        }
+        match r.kind {
+            None => view.skipped.push(format!("{}: does not exist", p.display())),
+            Some(Kind::Symlink(t)) => links.push((target, t)),
+            Some(k) => {
+                if base == Base::Root && provided(&target, wd) {
+                    continue;
+                }
+                binds.push(Bind {
+                    target,
+                    base,
+                    source: r.path,
+                    dir: k == Kind::Dir,
+                    writable: grant == Grant::ReadWrite,
+                    exec: grant == Grant::Execute,
+                    noexec: false,
+                    workdir: false,
+                });
+            }
+        }
+    }
+    if let Some(w) = wd {
+        binds.push(Bind {
+            target: w.to_path_buf(),
+            base: Base::Workdir,
+            source: PathBuf::from("/"),
+            dir: true,
+            writable: true,
+            exec: false,
+            noexec: false,
+            workdir: true,
+        });
+    }
+
+    // Merge listings of the same place (the union of their rights, like Landlock's).
+    binds.sort_by(|a, b| {
+        (a.target.components().count(), &a.target).cmp(&(b.target.components().count(), &b.target))
+    });
+    let mut merged: Vec<Bind> = Vec::new();
+    for b in binds {
+        match merged.last_mut() {
+            Some(m) if m.target == b.target => {
+                if b.workdir || (b.base == Base::Workdir && m.base != Base::Workdir) {
+                    (m.base, m.source, m.dir) = (b.base, b.source.clone(), b.dir);
+                }
+                m.writable |= b.writable;
+                m.exec |= b.exec;
+                m.workdir |= b.workdir;
+            }
+            _ => merged.push(b),
+        }
+    }
+
+    // Execution: when restricted, writable places not below an executable path are noexec; an
+    // executable path below a noexec place gets its own mount. Listings already covered by an
+    // enclosing mount with at least their rights are redundant (Landlock's rights are inherited down
+    // the tree too, so a read-only path below a read-write one is read-write there as well).
+    let restricted = spec.executable.is_some();
+    let exec_roots: Vec<PathBuf> = spec
+        .executable
+        .iter()
+        .flatten()
+        .map(|p| normal(p))
+        .chain(merged.iter().filter(|b| b.exec).map(|b| b.target.clone()))
+        .collect();
+    let covered = |p: &Path| exec_roots.iter().any(|e| p.starts_with(e));
+    let mut kept: Vec<Bind> = Vec::new();
+    for mut b in merged {
+        let enclosing = kept.iter().rev().find(|k| b.target.starts_with(&k.target)).cloned();
+        if b.exec && !b.writable {
+            b.writable = enclosing.as_ref().is_some_and(|e| e.writable);
+        }
+        b.noexec = restricted && b.writable && !covered(&b.target);
+        let redundant = !b.workdir
+            && enclosing
+                .as_ref()
+                .is_some_and(|e| e.base == b.base && (e.writable || !b.writable) && (!e.noexec || b.noexec));
+        if !redundant {
+            kept.push(b);
+        }
+    }
+    Ok(Plan { binds: kept, links })
+}
+
+/// Mounts seen so far: (target inside the sandbox, a tmpfs of ours in which mount points may be made).
+type Mounted = Vec<(PathBuf, bool)>;
+
+fn owned(mounted: &Mounted, p: &Path) -> bool {
+    mounted
+        .iter()
+        .filter(|(m, _)| p.starts_with(m))
+        .max_by_key(|(m, _)| m.components().count())
+        .is_some_and(|(_, own)| *own)
+}
+
+/// Outcome of [`place`].
+enum Placed {
+    /// The mount point, opened.
+    Ready(PathBuf),
+    /// Cannot be made (why).
+    Not(String),
+}
+
+/// Makes sure a mount point (`dir` or a file) exists at `target` in the skeleton: created (with its
+/// parents) where a tmpfs of ours lies, required to exist elsewhere.
+fn place(ops: &mut dyn MountOps, mounted: &Mounted, target: &Path, dir: bool) -> Result<Placed, MountError> {
+    let fits = |k: &Kind| if dir { *k == Kind::Dir } else { *k == Kind::File };
+    match ops.lookup(Base::Skeleton, target)? {
+        Some(k) if fits(&k) => {}
+        Some(k) => return Ok(Placed::Not(format!("occupied by {k:?}"))),
+        None if !owned(mounted, target) => {
+            return Ok(Placed::Not("missing below a bound directory".into()));
+        }
+        None => {
+            let mut cur = PathBuf::from("/");
+            let parents: Vec<_> = target.parent().map(|p| p.components().collect()).unwrap_or_default();
+            for c in parents {
+                let Component::Normal(n) = c else { continue };
+                cur.push(n);
+                match ops.lookup(Base::Skeleton, &cur)? {
+                    Some(Kind::Dir) => {}
+                    None => ops.make(Base::Skeleton, &cur, &Make::Dir)?,
+                    Some(k) => return Ok(Placed::Not(format!("{} is {k:?}", cur.display()))),
+                }
+            }
+            ops.make(Base::Skeleton, target, if dir { &Make::Dir } else { &Make::File })?;
+        }
+    }
+    let (handle, kind) = ops.open_in(Base::Skeleton, target)?;
+    if !fits(&kind) {
+        return Ok(Placed::Not(format!("changed to {kind:?}")));
+    }
+    Ok(Placed::Ready(handle))
+}
+
+/// Like [`place`], but a failure is an error.
+fn place_required(
+    ops: &mut dyn MountOps,
+    mounted: &Mounted,
+    target: &Path,
+    dir: bool,
+) -> Result<PathBuf, MountError> {
+    match place(ops, mounted, target, dir)? {
+        Placed::Ready(h) => Ok(h),
+        Placed::Not(why) => Err(MountError::MissingMountPoint { path: target.to_path_buf(), why }),
+    }
+}
+
+/// Mounts a fresh filesystem at `target` (a directory) and records it.
+fn mount_fresh(
+    ops: &mut dyn MountOps,
+    mounted: &mut Mounted,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), MountError> {
+    let handle = place_required(ops, mounted, Path::new(target), true)?;
+    ops.mount(Some(Path::new(fstype)), &handle, Some(fstype), flags, data)?;
+    mounted.push((PathBuf::from(target), fstype == "tmpfs"));
+    Ok(())
+}
+
+/// Binds `source` (in `base`) at `target` with `attrs` (on the new mount and those below it).
+fn bind(
+    ops: &mut dyn MountOps,
+    base: Base,
+    source: &Path,
+    handle: &Path,
+    target: &Path,
+    attrs: u64,
+) -> Result<(), MountError> {
+    let (src, _) = ops.open_in(base, source)?;
+    ops.mount(Some(&src), handle, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    // Reopened: the old handle names the mount point underneath the new mount.
+    let (top, _) = ops.open_in(Base::Skeleton, target)?;
+    ops.set_attr(&top, true, attrs)
+}
+
+fn bind_attrs(writable: bool, noexec: bool) -> u64 {
+    let mut a = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if !writable {
+        a |= MOUNT_ATTR_RDONLY;
+    }
+    if noexec {
+        a |= MOUNT_ATTR_NOEXEC;
+    }
+    a
+}
+
+/// Recreates the symlink `at -> target` where a tmpfs of ours lies and nothing is yet.
+fn recreate_link(
+    ops: &mut dyn MountOps,
+    mounted: &Mounted,
+    at: &Path,
+    target: &Path,
+) -> Result<bool, MountError> {
+    if !owned(mounted, at) || ops.lookup(Base::Skeleton, at)?.is_some() {
+        return Ok(false);
+    }
+    let mut cur = PathBuf::from("/");
+    for c in at.parent().map(|p| p.components().collect::<Vec<_>>()).unwrap_or_default() {
+        let Component::Normal(n) = c else { continue };
+        cur.push(n);
+        match ops.lookup(Base::Skeleton, &cur)? {
+            Some(Kind::Dir) => {}
+            None => ops.make(Base::Skeleton, &cur, &Make::Dir)?,
+            Some(_) => return Ok(false),
+        }
+    }
+    ops.make(Base::Skeleton, at, &Make::Symlink(target.to_path_buf()))?;
+    Ok(true)
 }
 
 /// Builds the sandbox root and pivots into it; the working directory ends up at `workdir_target` (or
@@ -199,17 +626,14 @@ pub fn setup_root(ops: &mut dyn MountOps, spec: &RootSpec) -> Result<RootReport,
     check_abs(&spec.root)?;
     check_abs(&spec.workdir_target)?;
     check_abs(&spec.staging)?;
-    let host_root = spec.root == Path::new("/");
     let private = |flags: MsFlags| flags | MsFlags::MS_REC | MsFlags::MS_PRIVATE;
     ops.mount(None, Path::new("/"), None, private(MsFlags::empty()), None)?;
 
-    // Sources first: the staging tmpfs may hide them (a workdir below /tmp).
-    let root_src = ops.open_path(&spec.root)?;
-    let wd_src = match &spec.workdir {
-        Some(w) => Some(ops.open_path(w)?),
-        None => None,
-    };
-
+    // Bases first: the staging tmpfs may hide them (a workdir or rootfs below /tmp).
+    ops.open_base(Base::Root, &spec.root)?;
+    if let Some(w) = &spec.workdir {
+        ops.open_base(Base::Workdir, w)?;
+    }
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     ops.mount(
         Some(Path::new("tmpfs")),
@@ -220,50 +644,84 @@ pub fn setup_root(ops: &mut dyn MountOps, spec: &RootSpec) -> Result<RootReport,
     )?;
     let new_root = spec.staging.join("root");
     ops.mkdir_all(&new_root)?;
-    ops.mount(Some(&root_src), &new_root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-
-    // A rootfs directory may lack mount points; the host root is never written to.
-    if !host_root {
-        for d in ["proc", "dev", "tmp", "etc"] {
-            let p = new_root.join(d);
-            if !ops.exists(&p) {
-                ops.mkdir_all(&p)?;
-            }
-        }
-        let resolv = new_root.join("etc/resolv.conf");
-        if spec.resolv_conf.is_some() && !ops.exists(&resolv) {
-            ops.create_file(&resolv, 0o644, b"")?;
-        }
-        if spec.workdir.is_some() && !spec.workdir_target.starts_with("/tmp") {
-            let p = under(&new_root, &spec.workdir_target);
-            if !ops.exists(&p) {
-                ops.mkdir_all(&p)?;
-            }
-        }
-    }
-    ops.set_attr(&new_root, true, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
-
-    let noexec = nosuid_nodev | MsFlags::MS_NOEXEC;
-    ops.mount(Some(Path::new("proc")), &new_root.join("proc"), Some("proc"), noexec, None)?;
-    setup_dev(ops, &new_root.join("dev"), spec.console.as_deref())?;
     ops.mount(
         Some(Path::new("tmpfs")),
-        &new_root.join("tmp"),
+        &new_root,
         Some("tmpfs"),
-        nosuid_nodev,
-        Some("mode=1777"),
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=1m"),
     )?;
+    ops.open_base(Base::Skeleton, &new_root)?;
 
-    if let Some(src) = wd_src {
-        let target = under(&new_root, &spec.workdir_target);
-        if !ops.exists(&target) {
-            if host_root && !spec.workdir_target.starts_with("/tmp") {
-                return Err(MountError::MissingMountPoint { path: spec.workdir_target.clone() });
-            }
-            ops.mkdir_all(&target)?;
+    let mut view = ViewReport { mechanism: VIEW_MECHANISM.into(), ..ViewReport::default() };
+    let wd = match &spec.workdir {
+        Some(_) => {
+            let r = canonicalize(ops, Base::Root, &normal(&spec.workdir_target), true)?;
+            Some(r)
         }
-        ops.mount(Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        ops.set_attr(&target, true, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
+        None => None,
+    };
+    let wd_target = wd.as_ref().map(|r| r.path.clone());
+    let plan = plan(ops, spec, wd_target.as_deref(), &mut view)?;
+    let mut links = plan.links;
+    if let Some(r) = &wd {
+        links.extend(r.links.iter().cloned());
+    }
+
+    // `/` listed: the whole root, read-only, replaces the empty skeleton (nothing is owned then).
+    let mut mounted: Mounted = vec![(PathBuf::from("/"), true)];
+    let mut binds = plan.binds;
+    if binds.first().is_some_and(|b| b.target == Path::new("/")) {
+        let b = binds.remove(0);
+        let (src, _) = ops.open_in(Base::Root, Path::new("/"))?;
+        ops.mount(Some(&src), &new_root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        ops.set_attr(&new_root, true, bind_attrs(false, false))?;
+        ops.open_base(Base::Skeleton, &new_root)?;
+        mounted = vec![(PathBuf::from("/"), false)];
+        view.binds.push(format!("/ {}", if b.writable { "ro (/ is never writable)" } else { "ro" }));
+    }
+
+    let restricted = spec.executable.is_some();
+    let tmp_exec = spec.executable.iter().flatten().any(|e| Path::new("/tmp").starts_with(normal(e)));
+    let noexec = nosuid_nodev | MsFlags::MS_NOEXEC;
+    mount_fresh(ops, &mut mounted, "/proc", "proc", noexec, None)?;
+    setup_dev(ops, &mut mounted, spec.console.as_deref())?;
+    let tmp_flags = if restricted && !tmp_exec { noexec } else { nosuid_nodev };
+    if tmp_flags.contains(MsFlags::MS_NOEXEC) {
+        view.noexec.push("/tmp".into());
+    }
+    mount_fresh(ops, &mut mounted, "/tmp", "tmpfs", tmp_flags, Some("mode=1777"))?;
+
+    for b in &binds {
+        let handle = match place(ops, &mounted, &b.target, b.dir)? {
+            Placed::Ready(h) => h,
+            Placed::Not(why) if b.workdir => {
+                return Err(MountError::MissingMountPoint { path: b.target.clone(), why });
+            }
+            Placed::Not(why) => {
+                view.skipped.push(format!("{}: {why}", b.target.display()));
+                continue;
+            }
+        };
+        bind(ops, b.base, &b.source, &handle, &b.target, bind_attrs(b.writable, b.noexec))?;
+        mounted.push((b.target.clone(), false));
+        let mode = if b.writable { "rw" } else { "ro" };
+        view.binds.push(format!("{} {mode}{}", b.target.display(), if b.noexec { " noexec" } else { "" }));
+        if b.noexec {
+            view.noexec.push(b.target.clone());
+        }
+    }
+
+    if let (true, Some(w)) = (spec.protect_git, binds.iter().find(|b| b.workdir)) {
+        protect_git(ops, &mounted, w, &mut view)?;
+    }
+
+    links.sort();
+    links.dedup();
+    for (at, target) in &links {
+        if recreate_link(ops, &mounted, at, target)? {
+            view.links.push(format!("{} -> {}", at.display(), target.display()));
+        }
     }
 
     let resolv_conf = match &spec.resolv_conf {
@@ -271,53 +729,97 @@ pub fn setup_root(ops: &mut dyn MountOps, spec: &RootSpec) -> Result<RootReport,
         Some(content) => {
             let generated = spec.staging.join("resolv.conf");
             ops.create_file(&generated, 0o644, content.as_bytes())?;
-            let target = resolve_in_root(ops, &new_root, Path::new("/etc/resolv.conf"));
-            let on_disk = under(&new_root, &target);
-            if ops.exists(&on_disk) {
-                ops.mount(Some(&generated), &on_disk, None, MsFlags::MS_BIND, None)?;
-                let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
-                ops.set_attr(&on_disk, false, ro)?;
-                ResolvConf::Mounted { target }
-            } else {
-                ResolvConf::Skipped {
-                    reason: format!("{} (target of /etc/resolv.conf) does not exist", target.display()),
+            let r = canonicalize(ops, Base::Root, Path::new("/etc/resolv.conf"), true)?;
+            for (at, target) in &r.links {
+                if recreate_link(ops, &mounted, at, target)? {
+                    view.links.push(format!("{} -> {}", at.display(), target.display()));
                 }
+            }
+            match place(ops, &mounted, &r.path, false)? {
+                Placed::Ready(h) => {
+                    ops.mount(Some(&generated), &h, None, MsFlags::MS_BIND, None)?;
+                    let (top, _) = ops.open_in(Base::Skeleton, &r.path)?;
+                    let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+                    ops.set_attr(&top, false, ro)?;
+                    ResolvConf::Mounted { target: r.path }
+                }
+                Placed::Not(why) => ResolvConf::Skipped {
+                    reason: format!("{} (target of /etc/resolv.conf): {why}", r.path.display()),
+                },
             }
         }
     };
 
+    // The skeleton itself: read-only (what is mounted on it keeps its own flags).
+    ops.set_attr(&new_root, false, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
     ops.pivot_root(&new_root)?;
     let cwd = if spec.workdir.is_some() { spec.workdir_target.clone() } else { PathBuf::from("/") };
     ops.chdir(&cwd)?;
-    Ok(RootReport { resolv_conf })
+    Ok(RootReport { resolv_conf, view })
 }
 
-fn setup_dev(ops: &mut dyn MountOps, dev: &Path, console: Option<&Path>) -> Result<(), MountError> {
+/// `.git` of the workdir: pinned (bound over itself, so it can be neither renamed nor removed), then
+/// `hooks` and `config` (or their targets, when symlinks inside the workdir) bound read-only.
+fn protect_git(
+    ops: &mut dyn MountOps,
+    mounted: &Mounted,
+    workdir: &Bind,
+    view: &mut ViewReport,
+) -> Result<(), MountError> {
+    let git = Path::new("/.git");
+    if ops.lookup(Base::Workdir, git)? != Some(Kind::Dir) {
+        return Ok(());
+    }
+    let target = under(&workdir.target, git);
+    let Placed::Ready(h) = place(ops, mounted, &target, true)? else { return Ok(()) };
+    bind(ops, Base::Workdir, git, &h, &target, bind_attrs(true, workdir.noexec))?;
+    let mut mounted = mounted.clone();
+    mounted.push((target, false));
+    for name in ["/.git/hooks", "/.git/config"] {
+        let r = canonicalize(ops, Base::Workdir, Path::new(name), true)?;
+        let dir = match r.kind {
+            Some(Kind::Dir) => true,
+            Some(Kind::File) => false,
+            _ => continue,
+        };
+        let target = under(&workdir.target, &r.path);
+        let Placed::Ready(h) = place(ops, &mounted, &target, dir)? else { continue };
+        bind(ops, Base::Workdir, &r.path, &h, &target, bind_attrs(false, workdir.noexec))?;
+        mounted.push((target.clone(), false));
+        view.git_protected.push(target);
+    }
+    Ok(())
+}
+
+fn setup_dev(
+    ops: &mut dyn MountOps,
+    mounted: &mut Mounted,
+    console: Option<&Path>,
+) -> Result<(), MountError> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    ops.mount(Some(Path::new("tmpfs")), dev, Some("tmpfs"), flags, Some("mode=0755,size=64k"))?;
-    for node in DEV_NODES {
-        let target = dev.join(node);
-        ops.create_file(&target, 0o666, b"")?;
-        ops.mount(Some(&Path::new("/dev").join(node)), &target, None, MsFlags::MS_BIND, None)?;
-        ops.set_attr(&target, false, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?;
-    }
+    mount_fresh(ops, mounted, "/dev", "tmpfs", flags, Some("mode=0755,size=64k"))?;
+    let mut nodes: Vec<(PathBuf, PathBuf)> =
+        DEV_NODES.iter().map(|n| (Path::new("/dev").join(n), Path::new("/dev").join(n))).collect();
     if let Some(tty) = console {
-        let target = dev.join("console");
-        ops.create_file(&target, 0o600, b"")?;
-        ops.mount(Some(tty), &target, None, MsFlags::MS_BIND, None)?;
-        ops.set_attr(&target, false, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?;
+        nodes.push((tty.to_path_buf(), PathBuf::from("/dev/console")));
     }
-    for d in ["pts", "shm"] {
-        ops.mkdir_all(&dev.join(d))?;
+    for (source, target) in nodes {
+        ops.make(Base::Skeleton, &target, &Make::File)?;
+        let (h, _) = ops.open_in(Base::Skeleton, &target)?;
+        ops.mount(Some(&source), &h, None, MsFlags::MS_BIND, None)?;
+        let (top, _) = ops.open_in(Base::Skeleton, &target)?;
+        ops.set_attr(&top, false, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)?;
     }
+    ops.make(Base::Skeleton, Path::new("/dev/pts"), &Make::Dir)?;
+    let (pts, _) = ops.open_in(Base::Skeleton, Path::new("/dev/pts"))?;
     ops.mount(
         Some(Path::new("devpts")),
-        &dev.join("pts"),
+        &pts,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )?;
-    ops.mount(Some(Path::new("tmpfs")), &dev.join("shm"), Some("tmpfs"), flags, Some("mode=1777"))?;
+    mount_fresh(ops, mounted, "/dev/shm", "tmpfs", flags, Some("mode=1777"))?;
     for (target, link) in [
         ("pts/ptmx", "ptmx"),
         ("/proc/self/fd", "fd"),
@@ -325,15 +827,20 @@ fn setup_dev(ops: &mut dyn MountOps, dev: &Path, console: Option<&Path>) -> Resu
         ("/proc/self/fd/1", "stdout"),
         ("/proc/self/fd/2", "stderr"),
     ] {
-        ops.symlink(target, &dev.join(link))?;
+        ops.make(Base::Skeleton, &Path::new("/dev").join(link), &Make::Symlink(target.into()))?;
     }
-    ops.set_attr(dev, false, MOUNT_ATTR_RDONLY)
+    let (dev, _) = ops.open_in(Base::Skeleton, Path::new("/dev"))?;
+    ops.set_attr(&dev, false, MOUNT_ATTR_RDONLY)
 }
 
 /// The real system calls.
 #[derive(Default)]
 pub struct LinuxMountOps {
-    /// Descriptors returned by `open_path`, kept open until this value is dropped.
+    /// `O_PATH` descriptors of the bases.
+    root: Option<OwnedFd>,
+    workdir: Option<OwnedFd>,
+    skeleton: Option<OwnedFd>,
+    /// Descriptors returned by `open_in`, kept open until the pivot.
     held: Vec<OwnedFd>,
 }
 
@@ -347,6 +854,29 @@ struct MountAttr {
 
 fn io(e: nix::Error) -> std::io::Error {
     std::io::Error::from(e)
+}
+
+impl LinuxMountOps {
+    fn base_fd(&self, base: Base, path: &Path) -> Result<std::os::fd::BorrowedFd<'_>, MountError> {
+        let fd = match base {
+            Base::Root => &self.root,
+            Base::Workdir => &self.workdir,
+            Base::Skeleton => &self.skeleton,
+        };
+        fd.as_ref().map(|f| f.as_fd()).ok_or_else(|| MountError::Open {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{base:?} is not open")),
+        })
+    }
+
+    fn open_nofollow(&self, base: Base, inside: &Path) -> Result<Option<OwnedFd>, MountError> {
+        let dir = self.base_fd(base, inside)?;
+        match crate::inroot::open_in_root(dir, inside, libc::O_PATH | libc::O_NOFOLLOW) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(None),
+            Err(source) => Err(MountError::Open { path: inside.to_path_buf(), source }),
+        }
+    }
 }
 
 impl MountOps for LinuxMountOps {
@@ -405,29 +935,54 @@ impl MountOps for LinuxMountOps {
             .create(true)
             .truncate(true)
             .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(err)?;
         f.write_all(content).map_err(err)
     }
 
-    fn symlink(&mut self, target: &str, link: &Path) -> Result<(), MountError> {
-        symlink(target, link).map_err(|source| MountError::Symlink { link: link.to_path_buf(), source })
+    fn open_base(&mut self, base: Base, host_path: &Path) -> Result<(), MountError> {
+        let fd =
+            nix::fcntl::open(host_path, OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_DIRECTORY, Mode::empty())
+                .map_err(|e| MountError::Open { path: host_path.to_path_buf(), source: io(e) })?;
+        let slot = match base {
+            Base::Root => &mut self.root,
+            Base::Workdir => &mut self.workdir,
+            Base::Skeleton => &mut self.skeleton,
+        };
+        *slot = Some(fd);
+        Ok(())
     }
 
-    fn exists(&mut self, path: &Path) -> bool {
-        fs::symlink_metadata(path).is_ok()
+    fn lookup(&mut self, base: Base, inside: &Path) -> Result<Option<Kind>, MountError> {
+        let Some(fd) = self.open_nofollow(base, inside)? else { return Ok(None) };
+        crate::inroot::kind_of(fd.as_fd())
+            .map(Some)
+            .map_err(|source| MountError::Open { path: inside.to_path_buf(), source })
     }
 
-    fn read_link(&mut self, path: &Path) -> Option<PathBuf> {
-        fs::read_link(path).ok()
-    }
-
-    fn open_path(&mut self, path: &Path) -> Result<PathBuf, MountError> {
-        let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_DIRECTORY, Mode::empty())
-            .map_err(|e| MountError::Open { path: path.to_path_buf(), source: io(e) })?;
+    fn open_in(&mut self, base: Base, inside: &Path) -> Result<(PathBuf, Kind), MountError> {
+        let missing = || MountError::Open {
+            path: inside.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        let fd = self.open_nofollow(base, inside)?.ok_or_else(missing)?;
+        let kind = crate::inroot::kind_of(fd.as_fd())
+            .map_err(|source| MountError::Open { path: inside.to_path_buf(), source })?;
         let p = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
         self.held.push(fd);
-        Ok(p)
+        Ok((p, kind))
+    }
+
+    fn make(&mut self, base: Base, inside: &Path, what: &Make) -> Result<(), MountError> {
+        let err = |source| MountError::Make { path: inside.to_path_buf(), source };
+        let name =
+            inside.file_name().ok_or_else(|| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+        let parent_path = inside.parent().unwrap_or(Path::new("/"));
+        let dir = self.base_fd(base, inside)?;
+        let parent =
+            crate::inroot::open_in_root(dir, parent_path, libc::O_PATH | libc::O_DIRECTORY).map_err(err)?;
+        crate::inroot::make_at(parent.as_fd(), name, what).map_err(err)
     }
 
     fn pivot_root(&mut self, new_root: &Path) -> Result<(), MountError> {
@@ -437,11 +992,37 @@ impl MountOps for LinuxMountOps {
         nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(err("umount2 old root"))?;
         nix::unistd::chdir("/").map_err(err("chdir /"))?;
         self.held.clear();
+        self.root = None;
+        self.workdir = None;
+        self.skeleton = None;
         Ok(())
     }
 
     fn chdir(&mut self, path: &Path) -> Result<(), MountError> {
         nix::unistd::chdir(path).map_err(|e| MountError::Chdir { path: path.to_path_buf(), source: io(e) })
+    }
+}
+
+/// Sets `vm.memfd_noexec = 2` for the caller's pid namespace (Linux 6.3+): `memfd_create` then makes
+/// only non-executable memfds (and refuses `MFD_EXEC`), so code cannot be executed from memory-only files.
+/// Must be called from inside the sandbox's pid namespace (sandbox init), with `CAP_SYS_ADMIN` over it.
+pub fn forbid_memfd_exec() -> std::io::Result<()> {
+    fs::write("/proc/sys/vm/memfd_noexec", b"2")?;
+    let now = fs::read_to_string("/proc/sys/vm/memfd_noexec")?;
+    if now.trim() != "2" {
+        return Err(std::io::Error::other(format!("vm.memfd_noexec is {} after writing 2", now.trim())));
+    }
+    Ok(())
+}
+
+/// With `restrict` (the policy has `executable`): [`forbid_memfd_exec`], and says what holds.
+pub fn memfd_exec_policy(restrict: bool) -> String {
+    if !restrict {
+        return "allowed (no executable list)".into();
+    }
+    match forbid_memfd_exec() {
+        Ok(()) => "refused (vm.memfd_noexec=2 in the sandbox's pid namespace)".into(),
+        Err(e) => format!("allowed: vm.memfd_noexec could not be set ({e})"),
     }
 }
 

@@ -1,12 +1,84 @@
 use super::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-/// Records every call; `files` is the fake filesystem (paths that exist), `links` its symlinks.
+/// A fake filesystem: entries of the root and the workdir, the skeleton's own entries, and the binds
+/// mounted so far (a skeleton lookup below a bind looks in the bind's base). Every call is recorded.
 #[derive(Default)]
 struct Recorder {
     calls: Vec<String>,
-    files: BTreeSet<PathBuf>,
-    links: BTreeMap<PathBuf, PathBuf>,
+    root: BTreeMap<PathBuf, Kind>,
+    workdir: BTreeMap<PathBuf, Kind>,
+    skeleton: BTreeMap<PathBuf, Kind>,
+    /// (skeleton target, base, source)
+    binds: Vec<(PathBuf, Base, PathBuf)>,
+}
+
+fn handle(base: Base, p: &Path) -> PathBuf {
+    PathBuf::from(format!("{base:?}:{}", p.display()))
+}
+
+fn parse_handle(h: &Path) -> Option<(Base, PathBuf)> {
+    let s = h.to_str()?;
+    let (b, p) = s.split_once(':')?;
+    let base = match b {
+        "Root" => Base::Root,
+        "Workdir" => Base::Workdir,
+        "Skeleton" => Base::Skeleton,
+        _ => return None,
+    };
+    Some((base, PathBuf::from(p)))
+}
+
+impl Recorder {
+    fn with_root(entries: &[(&str, Kind)]) -> Recorder {
+        let mut r = Recorder::default();
+        for (p, k) in entries {
+            r.add(Base::Root, p, k.clone());
+        }
+        r
+    }
+    fn add(&mut self, base: Base, p: &str, k: Kind) {
+        let map = if base == Base::Root { &mut self.root } else { &mut self.workdir };
+        let mut cur = PathBuf::from("/");
+        for c in Path::new(p).parent().unwrap().components().skip(1) {
+            cur.push(c);
+            map.entry(cur.clone()).or_insert(Kind::Dir);
+        }
+        map.insert(PathBuf::from(p), k);
+    }
+    fn get(&self, base: Base, p: &Path) -> Option<Kind> {
+        if p == Path::new("/") {
+            return Some(Kind::Dir);
+        }
+        match base {
+            Base::Root => self.root.get(p).cloned(),
+            Base::Workdir => self.workdir.get(p).cloned(),
+            Base::Skeleton => {
+                let bound = self
+                    .binds
+                    .iter()
+                    .filter(|(t, _, _)| p.starts_with(t))
+                    .max_by_key(|(t, _, _)| t.components().count());
+                match bound {
+                    Some((t, b, s)) if *b != Base::Skeleton => {
+                        let rest = p.strip_prefix(t).unwrap();
+                        let src = if rest.as_os_str().is_empty() { s.clone() } else { s.join(rest) };
+                        self.get(*b, &src)
+                    }
+                    _ => self.skeleton.get(p).cloned(),
+                }
+            }
+        }
+    }
+    fn pos(&self, prefix: &str) -> usize {
+        self.calls
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no call {prefix:?} in {:#?}", self.calls))
+    }
+    fn has(&self, prefix: &str) -> bool {
+        self.calls.iter().any(|c| c.starts_with(prefix))
+    }
 }
 
 impl MountOps for Recorder {
@@ -22,7 +94,17 @@ impl MountOps for Recorder {
         let names: Vec<&str> = flags.iter_names().map(|(n, _)| n).collect();
         let (t, f) = (target.display(), names.join(" | "));
         self.calls.push(format!("mount {src} {t} {} {f} {}", fstype.unwrap_or("-"), data.unwrap_or("-")));
-        self.files.insert(target.to_path_buf());
+        if let Some((Base::Skeleton, tp)) = parse_handle(target) {
+            match source.and_then(parse_handle) {
+                Some((b, sp)) if flags.contains(MsFlags::MS_BIND) => self.binds.push((tp, b, sp)),
+                // A fresh filesystem or a host file: the skeleton's own (empty) entries from here on.
+                _ => {
+                    self.binds.push((tp.clone(), Base::Skeleton, tp.clone()));
+                    let kind = if fstype.is_some() { Kind::Dir } else { Kind::File };
+                    self.skeleton.insert(tp, kind);
+                }
+            }
+        }
         Ok(())
     }
     fn set_attr(&mut self, target: &Path, recursive: bool, set: u64) -> Result<(), MountError> {
@@ -31,27 +113,52 @@ impl MountOps for Recorder {
     }
     fn mkdir_all(&mut self, path: &Path) -> Result<(), MountError> {
         self.calls.push(format!("mkdir {}", path.display()));
-        self.files.insert(path.to_path_buf());
         Ok(())
     }
-    fn create_file(&mut self, path: &Path, mode: u32, content: &[u8]) -> Result<(), MountError> {
-        self.calls.push(format!("file {} {mode:o} {}", path.display(), String::from_utf8_lossy(content)));
-        self.files.insert(path.to_path_buf());
+    fn create_file(&mut self, path: &Path, mode: u32, _content: &[u8]) -> Result<(), MountError> {
+        self.calls.push(format!("file {} {mode:o}", path.display()));
         Ok(())
     }
-    fn symlink(&mut self, target: &str, link: &Path) -> Result<(), MountError> {
-        self.calls.push(format!("symlink {} -> {target}", link.display()));
+    fn open_base(&mut self, base: Base, host_path: &Path) -> Result<(), MountError> {
+        self.calls.push(format!("base {base:?} {}", host_path.display()));
+        if base == Base::Skeleton && self.has("mount Root:/ ") {
+            self.binds.push(("/".into(), Base::Root, "/".into()));
+        }
         Ok(())
     }
-    fn exists(&mut self, path: &Path) -> bool {
-        self.files.contains(path) || self.links.contains_key(path)
+    fn lookup(&mut self, base: Base, inside: &Path) -> Result<Option<Kind>, MountError> {
+        Ok(self.get(base, inside))
     }
-    fn read_link(&mut self, path: &Path) -> Option<PathBuf> {
-        self.links.get(path).cloned()
+    fn open_in(&mut self, base: Base, inside: &Path) -> Result<(PathBuf, Kind), MountError> {
+        let k = self.get(base, inside).ok_or_else(|| MountError::Open {
+            path: inside.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        Ok((handle(base, inside), k))
     }
-    fn open_path(&mut self, path: &Path) -> Result<PathBuf, MountError> {
-        self.calls.push(format!("open {}", path.display()));
-        Ok(PathBuf::from(format!("fd:{}", path.display())))
+    fn make(&mut self, base: Base, inside: &Path, what: &Make) -> Result<(), MountError> {
+        self.calls.push(format!("make {base:?}:{} {what:?}", inside.display()));
+        assert_eq!(base, Base::Skeleton, "only the skeleton is ever written to");
+        let parent = inside.parent().unwrap();
+        assert_eq!(self.get(Base::Skeleton, parent), Some(Kind::Dir), "parent of {}", inside.display());
+        assert!(self.get(Base::Skeleton, inside).is_none(), "{} exists", inside.display());
+        let owner = self
+            .binds
+            .iter()
+            .filter(|(t, _, _)| inside.starts_with(t))
+            .max_by_key(|(t, _, _)| t.components().count());
+        assert!(
+            owner.is_none_or(|(_, b, _)| *b == Base::Skeleton),
+            "{} would be created inside a bound directory",
+            inside.display()
+        );
+        let k = match what {
+            Make::Dir => Kind::Dir,
+            Make::File => Kind::File,
+            Make::Symlink(t) => Kind::Symlink(t.clone()),
+        };
+        self.skeleton.insert(inside.to_path_buf(), k);
+        Ok(())
     }
     fn pivot_root(&mut self, new_root: &Path) -> Result<(), MountError> {
         self.calls.push(format!("pivot {}", new_root.display()));
@@ -63,6 +170,21 @@ impl MountOps for Recorder {
     }
 }
 
+fn debian() -> Recorder {
+    Recorder::with_root(&[
+        ("/usr/bin/sh", Kind::File),
+        ("/usr/lib/x86_64-linux-gnu/libc.so.6", Kind::File),
+        ("/usr/local/x", Kind::Dir),
+        ("/lib", Kind::Symlink("usr/lib".into())),
+        ("/bin", Kind::Symlink("usr/bin".into())),
+        ("/etc/resolv.conf", Kind::File),
+        ("/etc/hosts", Kind::File),
+        ("/home/u/proj", Kind::Dir),
+        ("/run/user/1000/bus", Kind::File),
+        ("/srv/data", Kind::Dir),
+    ])
+}
+
 fn host_spec() -> RootSpec {
     RootSpec {
         root: "/".into(),
@@ -71,21 +193,18 @@ fn host_spec() -> RootSpec {
         resolv_conf: Some("nameserver 127.0.0.1\n".into()),
         staging: "/tmp".into(),
         console: None,
+        read_only: ["/usr", "/lib", "/bin", "/etc", "/etc/hosts", "/proc", "/dev/urandom", "/nonexistent"]
+            .map(PathBuf::from)
+            .to_vec(),
+        read_write: ["/tmp", "/dev/null", "/home/u/proj"].map(PathBuf::from).to_vec(),
+        executable: None,
+        protect_git: true,
     }
 }
 
-fn position(calls: &[String], prefix: &str) -> usize {
-    calls
-        .iter()
-        .position(|c| c.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no call {prefix:?} in {calls:#?}"))
-}
-
 #[test]
-fn host_root_sequence() {
-    let mut r = Recorder::default();
-    r.files.insert("/tmp/root/home/u/proj".into());
-    r.files.insert("/tmp/root/etc/resolv.conf".into());
+fn skeleton_gets_only_the_listed_paths() {
+    let mut r = debian();
     let report = setup_root(&mut r, &host_spec()).unwrap();
     let c = &r.calls;
     assert!(
@@ -93,116 +212,193 @@ fn host_root_sequence() {
         "{}",
         c[0]
     );
-    // Sources opened before the staging tmpfs can hide them.
-    assert!(position(c, "open /home/u/proj") < position(c, "mount tmpfs /tmp tmpfs"));
-    // Read-only before anything writable is mounted on top.
-    let ro = position(c, "setattr /tmp/root rec=true 0x7");
-    assert!(position(c, "mount fd:/ /tmp/root - MS_BIND | MS_REC") < ro);
-    for later in [
-        "mount proc /tmp/root/proc proc",
-        "mount tmpfs /tmp/root/dev tmpfs",
-        "mount tmpfs /tmp/root/tmp tmpfs",
-        "mount fd:/home/u/proj /tmp/root/home/u/proj - MS_BIND | MS_REC",
-        "mount /tmp/resolv.conf /tmp/root/etc/resolv.conf",
-    ] {
-        assert!(ro < position(c, later), "{later}");
-    }
-    // Nothing is created on the host root.
-    assert!(
-        !c.iter().any(|x| x.starts_with("mkdir /tmp/root/") && !x.starts_with("mkdir /tmp/root/dev")),
-        "{c:#?}"
+    // Bases are opened before the staging tmpfs could hide them.
+    assert!(r.pos("base Workdir /home/u/proj") < r.pos("mount tmpfs /tmp tmpfs"));
+    // The new root is an empty tmpfs, not a bind of the host root.
+    assert!(r.has("mount tmpfs /tmp/root tmpfs MS_NOSUID | MS_NODEV | MS_NOEXEC mode=0755"));
+    assert!(!r.has("mount Root:/ "), "{c:#?}");
+    assert_eq!(
+        report.view.binds,
+        ["/etc ro", "/usr ro", "/home/u/proj rw"].map(String::from).to_vec(),
+        "/etc/hosts is inside /etc; /proc, /dev, /tmp are the sandbox's own"
     );
-    assert!(!c.iter().any(|x| x.starts_with("file /tmp/root/") && !x.starts_with("file /tmp/root/dev/")));
-    assert!(position(c, "pivot /tmp/root") < position(c, "chdir /home/u/proj"));
+    assert!(r.has("mount Root:/usr Skeleton:/usr - MS_BIND | MS_REC"));
+    assert!(r.has("setattr Skeleton:/usr rec=true 0x7"));
+    assert!(r.has("mount Workdir:/ Skeleton:/home/u/proj - MS_BIND | MS_REC"));
+    assert!(r.has("setattr Skeleton:/home/u/proj rec=true 0x6"));
+    // Nothing unlisted is there: not /run (the session bus), not /srv.
+    assert!(!c.iter().any(|x| x.contains(":/run") || x.contains(":/srv")), "{c:#?}");
+    assert_eq!(report.view.links, ["/bin -> usr/bin", "/lib -> usr/lib"].map(String::from).to_vec());
+    assert_eq!(report.view.skipped, ["/nonexistent: does not exist".to_string()]);
     assert_eq!(report.resolv_conf, ResolvConf::Mounted { target: "/etc/resolv.conf".into() });
+    // The skeleton is read-only before the pivot; the workdir is the cwd.
+    assert!(r.pos("setattr /tmp/root rec=false 0x7") < r.pos("pivot /tmp/root"));
+    assert!(r.pos("pivot /tmp/root") < r.pos("chdir /home/u/proj"));
 }
 
 #[test]
 fn dev_is_minimal_and_read_only() {
-    let mut r = Recorder::default();
-    r.files.insert("/tmp/root/home/u/proj".into());
+    let mut r = debian();
     setup_root(&mut r, &host_spec()).unwrap();
-    let c = &r.calls;
     for n in DEV_NODES {
-        assert!(c.contains(&format!("mount /dev/{n} /tmp/root/dev/{n} - MS_BIND -")), "{n}");
+        assert!(r.has(&format!("mount /dev/{n} Skeleton:/dev/{n} - MS_BIND -")), "{n}");
     }
-    assert!(c.iter().any(|x| x.contains("devpts") && x.contains("newinstance,ptmxmode=0666")));
-    assert!(c.contains(&"symlink /tmp/root/dev/ptmx -> pts/ptmx".to_string()));
-    assert!(c.contains(&"setattr /tmp/root/dev rec=false 0x1".to_string()));
-    assert!(position(c, "mount tmpfs /tmp/root/dev/shm") < position(c, "setattr /tmp/root/dev rec=false"));
-    assert!(!c.iter().any(|x| x.contains("console")));
+    assert!(r.calls.iter().any(|x| x.contains("devpts") && x.contains("newinstance,ptmxmode=0666")));
+    assert!(r.has("make Skeleton:/dev/ptmx Symlink(\"pts/ptmx\")"));
+    assert!(r.pos("mount tmpfs Skeleton:/dev/shm") < r.pos("setattr Skeleton:/dev rec=false 0x1"));
+    assert!(!r.calls.iter().any(|x| x.contains("console")));
 
-    let mut with_tty = Recorder::default();
-    with_tty.files.insert("/tmp/root/home/u/proj".into());
-    setup_root(&mut with_tty, &RootSpec { console: Some("/proc/self/fd/0".into()), ..host_spec() }).unwrap();
-    assert!(with_tty.calls.contains(&"mount /proc/self/fd/0 /tmp/root/dev/console - MS_BIND -".to_string()));
+    let mut tty = debian();
+    setup_root(&mut tty, &RootSpec { console: Some("/proc/self/fd/0".into()), ..host_spec() }).unwrap();
+    assert!(tty.has("mount /proc/self/fd/0 Skeleton:/dev/console - MS_BIND -"));
 }
 
 #[test]
-fn resolv_conf_symlink_is_followed_inside_the_new_root() {
-    let mut r = Recorder::default();
-    r.files.insert("/tmp/root/home/u/proj".into());
-    r.links.insert("/tmp/root/etc/resolv.conf".into(), "../run/systemd/resolve/stub-resolv.conf".into());
-    r.files.insert("/tmp/root/run/systemd/resolve/stub-resolv.conf".into());
-    let report = setup_root(&mut r, &host_spec()).unwrap();
-    assert_eq!(
-        report.resolv_conf,
-        ResolvConf::Mounted { target: "/run/systemd/resolve/stub-resolv.conf".into() }
-    );
+fn nested_listings_compose_parents_first() {
+    let mut r = debian();
+    let spec = RootSpec {
+        read_only: vec!["/usr".into()],
+        read_write: vec!["/usr/local/x".into(), "/srv/data".into()],
+        ..host_spec()
+    };
+    let report = setup_root(&mut r, &spec).unwrap();
     assert!(
-        r.calls
-            .iter()
-            .any(|x| x.starts_with("mount /tmp/resolv.conf /tmp/root/run/systemd/resolve/stub-resolv.conf"))
+        r.pos("mount Root:/usr Skeleton:/usr ") < r.pos("mount Root:/usr/local/x Skeleton:/usr/local/x ")
     );
+    assert!(r.has("setattr Skeleton:/usr/local/x rec=true 0x6"), "read_write below read_only is writable");
+    assert!(r.has("setattr Skeleton:/srv/data rec=true 0x6"));
+    // /usr/local/x exists in the bound /usr: no mount point is made there.
+    assert!(!r.has("make Skeleton:/usr/"), "{:#?}", r.calls);
+    assert!(report.view.binds.contains(&"/usr/local/x rw".to_string()));
+}
 
-    let mut dangling = Recorder::default();
-    dangling.files.insert("/tmp/root/home/u/proj".into());
-    dangling.links.insert("/tmp/root/etc/resolv.conf".into(), "/run/missing".into());
-    let report = setup_root(&mut dangling, &host_spec()).unwrap();
-    assert!(matches!(report.resolv_conf, ResolvConf::Skipped { .. }));
+#[test]
+fn rootfs_symlinks_never_lead_outside() {
+    // The attack of finding 2: absolute symlinks in a rootfs pointing at host directories.
+    let mut r = Recorder::with_root(&[
+        ("/etc", Kind::Symlink("/var/tmp/victim".into())),
+        ("/proc", Kind::Symlink("/var/tmp/victim".into())),
+        ("/bin/probe", Kind::File),
+        ("/usr", Kind::Symlink("../../../..".into())),
+    ]);
+    let spec = RootSpec {
+        root: "/srv/rootfs".into(),
+        workdir_target: "/work".into(),
+        read_only: ["/bin", "/etc", "/usr/x"].map(PathBuf::from).to_vec(),
+        ..host_spec()
+    };
+    let report = setup_root(&mut r, &spec).unwrap();
+    // Every creation happened in the skeleton (the recorder asserts it); the symlink is recreated there,
+    // so the generated resolv.conf lands in the skeleton's /var/tmp/victim, never on the host.
+    assert!(report.view.links.contains(&"/etc -> /var/tmp/victim".to_string()), "{:?}", report.view);
+    assert_eq!(report.resolv_conf, ResolvConf::Mounted { target: "/var/tmp/victim/resolv.conf".into() });
+    assert!(r.has("make Skeleton:/var/tmp/victim/resolv.conf File"));
+    assert!(r.has("mount proc Skeleton:/proc proc"), "the sandbox's own /proc, not the rootfs's link");
+    assert!(r.has("make Skeleton:/work Dir"), "the workdir mount point is made in the skeleton");
+    assert!(!r.calls.iter().any(|c| c.starts_with("mkdir") && !c.starts_with("mkdir /tmp/root")));
+    // `..` stops at the rootfs's top: /usr/x is /x there, which does not exist.
+    assert!(report.view.skipped.iter().any(|s| s.starts_with("/usr/x")), "{:?}", report.view.skipped);
+}
+
+#[test]
+fn executable_list_makes_writable_places_noexec() {
+    let mut r = debian();
+    r.add(Base::Workdir, "/bin/tool", Kind::File);
+    let spec = RootSpec {
+        read_write: ["/home/u/proj", "/srv/data", "/tmp"].map(PathBuf::from).to_vec(),
+        executable: Some(["/usr", "/home/u/proj/bin"].map(PathBuf::from).to_vec()),
+        ..host_spec()
+    };
+    let report = setup_root(&mut r, &spec).unwrap();
+    assert!(r.has("mount tmpfs Skeleton:/tmp tmpfs MS_NOSUID | MS_NODEV | MS_NOEXEC"));
+    assert!(r.has("setattr Skeleton:/home/u/proj rec=true 0xe"));
+    assert!(r.has("setattr Skeleton:/srv/data rec=true 0xe"));
+    // An executable path inside the noexec workdir gets its own (writable, exec) mount on top.
+    assert!(r.has("mount Workdir:/bin Skeleton:/home/u/proj/bin - MS_BIND | MS_REC"));
+    assert!(r.has("setattr Skeleton:/home/u/proj/bin rec=true 0x6"));
+    assert!(r.has("setattr Skeleton:/usr rec=true 0x7"));
+    assert_eq!(report.view.noexec, ["/tmp", "/srv/data", "/home/u/proj"].map(PathBuf::from).to_vec());
+
+    let mut plain = debian();
+    let report = setup_root(&mut plain, &host_spec()).unwrap();
+    assert!(plain.has("mount tmpfs Skeleton:/tmp tmpfs MS_NOSUID | MS_NODEV mode=1777"));
+    assert!(report.view.noexec.is_empty());
+}
+
+#[test]
+fn git_hooks_and_config_are_read_only() {
+    let mut r = debian();
+    r.add(Base::Workdir, "/.git/hooks/pre-commit.sample", Kind::File);
+    r.add(Base::Workdir, "/.git/config", Kind::File);
+    let report = setup_root(&mut r, &host_spec()).unwrap();
+    let wd = r.pos("mount Workdir:/ Skeleton:/home/u/proj ");
+    let pin = r.pos("mount Workdir:/.git Skeleton:/home/u/proj/.git ");
+    assert!(wd < pin && pin < r.pos("mount Workdir:/.git/hooks Skeleton:/home/u/proj/.git/hooks "));
+    assert!(r.has("setattr Skeleton:/home/u/proj/.git rec=true 0x6"));
+    assert!(r.has("setattr Skeleton:/home/u/proj/.git/hooks rec=true 0x7"));
+    assert!(r.has("setattr Skeleton:/home/u/proj/.git/config rec=true 0x7"));
+    assert_eq!(report.view.git_protected.len(), 2);
+
+    // No .git directory: nothing.
+    let mut plain = debian();
+    assert!(setup_root(&mut plain, &host_spec()).unwrap().view.git_protected.is_empty());
+}
+
+#[test]
+fn listing_the_root_binds_it_read_only_instead_of_the_skeleton() {
+    let mut r = debian();
+    r.add(Base::Root, "/proc/.keep", Kind::File);
+    r.add(Base::Root, "/dev/.keep", Kind::File);
+    r.add(Base::Root, "/tmp/.keep", Kind::File);
+    let spec = RootSpec { read_only: vec!["/".into(), "/usr".into()], ..host_spec() };
+    let report = setup_root(&mut r, &spec).unwrap();
+    assert!(r.pos("mount Root:/ /tmp/root - MS_BIND | MS_REC") < r.pos("mount proc Skeleton:/proc"));
+    assert!(r.has("setattr /tmp/root rec=true 0x7"));
+    assert_eq!(report.view.binds, ["/ ro", "/home/u/proj rw"].map(String::from).to_vec());
 }
 
 #[test]
 fn workdir_below_tmp_gets_a_mount_point_in_the_private_tmp() {
-    let mut r = Recorder::default();
+    let mut r = debian();
     let spec = RootSpec { workdir: Some("/tmp/w".into()), workdir_target: "/tmp/w".into(), ..host_spec() };
     setup_root(&mut r, &spec).unwrap();
-    let c = &r.calls;
-    assert!(position(c, "mount tmpfs /tmp/root/tmp tmpfs") < position(c, "mkdir /tmp/root/tmp/w"));
-    assert!(position(c, "mkdir /tmp/root/tmp/w") < position(c, "mount fd:/tmp/w /tmp/root/tmp/w"));
+    assert!(r.pos("mount tmpfs Skeleton:/tmp tmpfs") < r.pos("make Skeleton:/tmp/w Dir"));
+    assert!(r.pos("make Skeleton:/tmp/w Dir") < r.pos("mount Workdir:/ Skeleton:/tmp/w"));
 }
 
 #[test]
-fn missing_workdir_on_host_root_is_an_error_not_a_write() {
-    let mut r = Recorder::default();
-    let err = setup_root(&mut r, &host_spec()).unwrap_err();
+fn workdir_missing_below_a_bound_directory_is_an_error_not_a_write() {
+    let mut r = debian();
+    let spec = RootSpec {
+        workdir_target: "/srv/data/missing".into(),
+        read_only: vec!["/srv".into()],
+        ..host_spec()
+    };
+    let err = setup_root(&mut r, &spec).unwrap_err();
     assert!(matches!(err, MountError::MissingMountPoint { .. }), "{err}");
 }
 
 #[test]
-fn rootfs_gets_missing_mount_points_before_read_only() {
-    let mut r = Recorder::default();
-    let spec = RootSpec { root: "/srv/rootfs".into(), workdir_target: "/work".into(), ..host_spec() };
-    setup_root(&mut r, &spec).unwrap();
-    let c = &r.calls;
-    let ro = position(c, "setattr /tmp/root rec=true");
-    assert!(position(c, "mkdir /tmp/root/work") < ro);
-    assert!(position(c, "file /tmp/root/etc/resolv.conf 644") < ro);
-    assert!(position(c, "mount fd:/srv/rootfs /tmp/root") < ro);
-}
-
-#[test]
 fn relative_or_dotdot_paths_are_rejected() {
-    let mut r = Recorder::default();
+    let mut r = debian();
     let spec = RootSpec { workdir_target: "/a/../etc".into(), ..host_spec() };
     assert!(matches!(setup_root(&mut r, &spec), Err(MountError::InvalidPath { .. })));
     assert!(r.calls.is_empty());
 }
 
 #[test]
-fn under_and_resolution_stay_inside_root() {
+fn canonicalize_stays_inside_and_terminates() {
+    let mut r = Recorder::with_root(&[
+        ("/a", Kind::Symlink("../../../b".into())),
+        ("/b/c", Kind::File),
+        ("/loop", Kind::Symlink("/loop".into())),
+    ]);
+    let x = canonicalize(&mut r, Base::Root, Path::new("/a/c"), false).unwrap();
+    assert_eq!((x.path.as_path(), x.kind), (Path::new("/b/c"), Some(Kind::File)));
+    assert_eq!(x.links, [(PathBuf::from("/a"), PathBuf::from("../../../b"))]);
+    let l = canonicalize(&mut r, Base::Root, Path::new("/loop"), true).unwrap();
+    assert_eq!(l.kind, None);
+    let last = canonicalize(&mut r, Base::Root, Path::new("/a"), false).unwrap();
+    assert_eq!(last.kind, Some(Kind::Symlink("../../../b".into())));
     assert_eq!(under(Path::new("/r"), Path::new("/etc/x")), PathBuf::from("/r/etc/x"));
-    let mut r = Recorder::default();
-    r.links.insert("/r/etc/resolv.conf".into(), "../../../../x".into());
-    assert_eq!(resolve_in_root(&mut r, Path::new("/r"), Path::new("/etc/resolv.conf")), PathBuf::from("/x"));
 }

@@ -11,7 +11,8 @@
 //! terminal injection). Residual risk: every syscall not in the table is allowed (kernel bugs there stay
 //! reachable); `clone3` flags are behind a pointer, so `clone3` is refused with `ENOSYS` and libc falls
 //! back to `clone`, whose flags are checked. Not blocked on purpose (real tools need them): `memfd_create`,
-//! `nice`/`setpriority`, `sched_*`, `prctl`, `kcmp`.
+//! `nice`/`setpriority`, `sched_*`, `prctl`, `kcmp`, and `seccomp` itself (a program may restrict itself
+//! further), except a filter with its own listener (see [`crate::seccomp_notify`]).
 
 use std::collections::BTreeMap;
 
@@ -43,7 +44,8 @@ impl Deny {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The errno's symbolic name.
+    pub fn name(self) -> &'static str {
         match self {
             Deny::Eperm => "EPERM",
             Deny::Enosys => "ENOSYS",
@@ -116,6 +118,8 @@ const READ_IMPLIES_EXEC: u64 = 0x0040_0000;
 const PER_QUERY: u64 = 0xffff_ffff;
 const TIOCSTI: u64 = 0x5412;
 const TIOCLINUX: u64 = 0x541c;
+const SECCOMP_SET_MODE_FILTER: u64 = 1;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 8;
 
 const fn always(syscall: &'static str, why: &'static str) -> Entry {
     Entry { syscall, deny: Deny::Eperm, when: When::Always, why }
@@ -186,6 +190,20 @@ pub static TABLE: &[Entry] = &[
     always("ioperm", ADMIN),
     always("lookup_dcookie", ADMIN),
     always("uselib", "obsolete loader interface"),
+    Entry {
+        syscall: "seccomp",
+        deny: Deny::Eperm,
+        when: When::AllOf(&[
+            Cond::Eq { arg: 0, value: SECCOMP_SET_MODE_FILTER },
+            Cond::Masked {
+                arg: 1,
+                mask: SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                value: SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            },
+        ]),
+        why: "a filter with its own listener would receive (and could let run) calls the sandbox's filter \
+              refuses: the kernel notifies the newest filter",
+    },
     always("open_by_handle_at", "opens files by handle, bypassing path checks (the 'shocker' escape)"),
     always("name_to_handle_at", "pairs with open_by_handle_at; leaks inode handles"),
     Entry {
@@ -358,6 +376,7 @@ pub fn syscall_number(name: &str) -> Option<i64> {
             SYS_personality,
             SYS_ioctl,
             SYS_socket,
+            SYS_seccomp,
         ]
     );
     #[cfg(target_arch = "x86_64")]
@@ -404,11 +423,25 @@ fn rules(entry: &Entry) -> Result<Vec<SeccompRule>, SeccompError> {
 
 /// Compiles [`TABLE`] for this architecture: one program per errno, then (x86_64) the x32 guard.
 pub fn compile() -> Result<Vec<BpfProgram>, SeccompError> {
-    // errno -> syscall number -> rules (None = unconditional, which wins over any condition).
-    let mut groups: BTreeMap<Deny, BTreeMap<i64, Option<Vec<SeccompRule>>>> = BTreeMap::new();
+    let mut programs: Vec<BpfProgram> = compile_by(|d| d, |d| d)?.into_iter().map(|(_, p)| p).collect();
+    #[cfg(target_arch = "x86_64")]
+    programs.push(x32_guard());
+    Ok(programs)
+}
+
+/// Compiles the rows of [`TABLE`] into one program per group: `group` maps each row's errno to its group,
+/// `action` names the errno a group's program returns when it matches. Rows of one group that name the
+/// same syscall are OR-ed (an unconditional row wins over any condition). Programs come in group order;
+/// the x32 guard is not included.
+pub(crate) fn compile_by<K: Ord + Copy>(
+    group: impl Fn(Deny) -> K,
+    action: impl Fn(K) -> Deny,
+) -> Result<Vec<(K, BpfProgram)>, SeccompError> {
+    // group -> syscall number -> rules (None = unconditional, which wins over any condition).
+    let mut groups: BTreeMap<K, BTreeMap<i64, Option<Vec<SeccompRule>>>> = BTreeMap::new();
     for entry in TABLE {
         let Some(nr) = syscall_number(entry.syscall) else { continue };
-        let slot = groups.entry(entry.deny).or_default().entry(nr).or_insert_with(|| Some(Vec::new()));
+        let slot = groups.entry(group(entry.deny)).or_default().entry(nr).or_insert_with(|| Some(Vec::new()));
         let r = rules(entry)?;
         match (slot.as_mut(), r.is_empty()) {
             (_, true) => *slot = None,
@@ -417,24 +450,22 @@ pub fn compile() -> Result<Vec<BpfProgram>, SeccompError> {
         }
     }
     let mut programs = Vec::new();
-    for (deny, by_nr) in groups {
+    for (key, by_nr) in groups {
+        let deny = action(key);
         let map = by_nr.into_iter().map(|(nr, r)| (nr, r.unwrap_or_default())).collect();
         let filter = SeccompFilter::new(map, SeccompAction::Allow, SeccompAction::Errno(deny.errno()), ARCH)
             .map_err(|source| SeccompError::Compile { errno: deny.name(), source })?;
-        programs.push(
-            BpfProgram::try_from(filter)
-                .map_err(|source| SeccompError::Compile { errno: deny.name(), source })?,
-        );
+        let program = BpfProgram::try_from(filter)
+            .map_err(|source| SeccompError::Compile { errno: deny.name(), source })?;
+        programs.push((key, program));
     }
-    #[cfg(target_arch = "x86_64")]
-    programs.push(x32_guard());
     Ok(programs)
 }
 
 /// x86_64: refuse every syscall number with the x32 bit (`__X32_SYSCALL_BIT`) set. Kernels built with
 /// `CONFIG_X86_X32_ABI` would otherwise run them under numbers no rule above names.
 #[cfg(target_arch = "x86_64")]
-fn x32_guard() -> BpfProgram {
+pub(crate) fn x32_guard() -> BpfProgram {
     const LD_W_ABS: u16 = 0x20; // BPF_LD (0) | BPF_W (0) | BPF_ABS (0x20)
     const JEQ_K: u16 = 0x05 | 0x10; // BPF_JMP | BPF_JEQ | BPF_K
     const JGE_K: u16 = 0x05 | 0x30; // BPF_JMP | BPF_JGE | BPF_K
@@ -555,17 +586,13 @@ mod tests {
 
     #[test]
     fn tolerated_syscalls_are_not_in_the_table() {
-        for name in [
-            "memfd_create",
-            "setpriority",
-            "nice",
-            "sched_setaffinity",
-            "prctl",
-            "seccomp",
-            "landlock_restrict_self",
-        ] {
+        for name in
+            ["memfd_create", "setpriority", "nice", "sched_setaffinity", "prctl", "landlock_restrict_self"]
+        {
             assert!(TABLE.iter().all(|e| e.syscall != name), "{name} must stay allowed");
         }
+        // A program may still restrict itself; only a filter with its own listener is refused.
+        assert!(TABLE.iter().filter(|e| e.syscall == "seccomp").all(|e| e.when != When::Always));
     }
 
     /// architecture/seccomp.md embeds [`table_markdown`]; regenerate with `OPENSHELL_UPDATE_DOCS=1`.

@@ -77,6 +77,20 @@ impl HashStore {
         Ok(digest)
     }
 
+    /// The cached hash of the file at `exe` (one `stat`, never hashing): `None`
+    /// when this file identity was not hashed yet.
+    pub(crate) fn cached(&self, exe: &Path) -> io::Result<Option<Arc<str>>> {
+        let meta = std::fs::metadata(exe)?;
+        let key = FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        };
+        Ok(self.hashes.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned())
+    }
+
     /// Pins `sha256` to `path` on first use; reports a change afterwards.
     pub(crate) fn pin(&self, path: &str, sha256: &Arc<str>) -> Pin {
         let mut pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
@@ -119,8 +133,10 @@ mod tests {
         assert_eq!(&*h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let again = store.hash(&f).unwrap();
         assert!(Arc::ptr_eq(&h, &again), "second lookup must hit the cache");
+        assert!(Arc::ptr_eq(&store.cached(&f).unwrap().unwrap(), &h));
         // A rewrite changes size/mtime, so the hash is recomputed.
         std::fs::write(&f, b"abcd").unwrap();
+        assert_eq!(store.cached(&f).unwrap(), None, "a rewritten file is not served from the cache");
         assert_ne!(store.hash(&f).unwrap(), h);
     }
 

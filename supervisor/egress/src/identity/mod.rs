@@ -21,6 +21,7 @@
 //! - interpreters are identified as the interpreter (`/usr/bin/python3`), not the
 //!   script they run; ancestors are reported for context only.
 
+mod fast;
 mod hash;
 mod procfs;
 pub(crate) mod procnet;
@@ -180,7 +181,9 @@ pub(crate) struct IdentityResolver {
     proc: ProcFs,
     hashes: HashStore,
     init_ns: Option<PathBuf>,
-    recent: Mutex<VecDeque<i32>>,
+    /// Recent socket owners, most recent first, with the fd number under which
+    /// each last held the looked-up socket (a hint for [`Self::lookup_fast`]).
+    recent: Mutex<VecDeque<(i32, u32)>>,
 }
 
 impl IdentityResolver {
@@ -219,9 +222,9 @@ impl IdentityResolver {
             IdentitySource::SandboxInit { init_pid } => *init_pid,
         };
         let inode = self.socket_inode(init, agent, ours)?;
-        let pid = self.owner(init, inode).ok_or(IdentityError::NoOwner { inode })?;
+        let (pid, fd) = self.owner(init, inode).ok_or(IdentityError::NoOwner { inode })?;
         let identity = self.identify(init, pid)?;
-        self.remember(pid);
+        self.remember(pid, fd);
         Ok(identity)
     }
 
@@ -253,31 +256,34 @@ impl IdentityResolver {
         Err(IdentityError::SocketNotFound { agent, ours, init })
     }
 
-    /// Finds a sandbox pid holding `socket:[inode]`: recent owners first, then the
-    /// process tree under init, then (for orphans outside the tree) every pid in
-    /// init's pid namespace.
-    fn owner(&self, init: i32, inode: u64) -> Option<i32> {
+    /// Finds a sandbox pid holding `socket:[inode]`, and the fd number: recent
+    /// owners first, then the process tree under init, then (for orphans outside
+    /// the tree) every pid in init's pid namespace.
+    fn owner(&self, init: i32, inode: u64) -> Option<(i32, u32)> {
         let recent: Vec<i32> =
-            self.recent.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect();
-        let in_sandbox = |pid: i32| match &self.init_ns {
-            Some(ns) => self.proc.pid_ns(pid).as_ref() == Some(ns),
-            None => false,
-        };
-        if let Some(pid) = recent.iter().copied().find(|&p| self.proc.owns_socket(p, inode) && in_sandbox(p))
-        {
-            return Some(pid);
+            self.recent.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|&(p, _)| p).collect();
+        let found = |p: i32| self.proc.socket_fd(p, inode).map(|fd| (p, fd));
+        if let Some((pid, fd)) = recent.iter().copied().filter_map(found).find(|&(p, _)| self.in_sandbox(p)) {
+            return Some((pid, fd));
         }
         let tree = self.proc.descendants(init, MAX_PIDS);
-        if let Some(pid) =
-            tree.iter().copied().filter(|p| !recent.contains(p)).find(|&p| self.proc.owns_socket(p, inode))
-        {
-            return in_sandbox(pid).then_some(pid);
+        if let Some((pid, fd)) = tree.iter().copied().filter(|p| !recent.contains(p)).find_map(found) {
+            return self.in_sandbox(pid).then_some((pid, fd));
         }
         self.proc
             .all_pids()
             .into_iter()
             .filter(|p| !tree.contains(p))
-            .find(|&p| in_sandbox(p) && self.proc.owns_socket(p, inode))
+            .filter(|&p| self.in_sandbox(p))
+            .find_map(found)
+    }
+
+    /// Whether `pid` is in sandbox init's pid namespace.
+    fn in_sandbox(&self, pid: i32) -> bool {
+        match &self.init_ns {
+            Some(ns) => self.proc.pid_ns(pid).as_ref() == Some(ns),
+            None => false,
+        }
     }
 
     fn identify(&self, init: i32, pid: i32) -> Result<BinaryIdentity, IdentityError> {
@@ -321,10 +327,13 @@ impl IdentityResolver {
         out
     }
 
-    fn remember(&self, pid: i32) {
+    fn remember(&self, pid: i32, fd: u32) {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        recent.retain(|&p| p != pid);
-        recent.push_front(pid);
+        if recent.front() == Some(&(pid, fd)) {
+            return;
+        }
+        recent.retain(|&(p, _)| p != pid);
+        recent.push_front((pid, fd));
         recent.truncate(MRU_PIDS);
     }
 

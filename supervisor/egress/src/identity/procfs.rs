@@ -7,7 +7,7 @@
 //! reads. Callers treat every missing piece as "unknown" and deny.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::PathBuf;
 
 /// Root of a procfs mount (normally `/proc`; a fixture directory in tests).
@@ -40,18 +40,35 @@ impl ProcFs {
     }
 
     /// Whether any fd of `pid` is `socket:[inode]`.
+    #[cfg(test)]
     pub(crate) fn owns_socket(&self, pid: i32, inode: u64) -> bool {
-        let want = format!("socket:[{inode}]");
-        let Ok(dir) = fs::read_dir(self.pid_path(pid, "fd")) else {
-            return false;
-        };
-        dir.flatten().any(|e| fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == want.as_str()))
+        self.socket_fd(pid, inode).is_some()
     }
 
-    /// `PPid` from `/proc/<pid>/status`.
+    /// The fd number under which `pid` holds `socket:[inode]`, if it does.
+    pub(crate) fn socket_fd(&self, pid: i32, inode: u64) -> Option<u32> {
+        let want = socket_link(inode);
+        let dir = fs::read_dir(self.pid_path(pid, "fd")).ok()?;
+        dir.flatten()
+            .find(|e| fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == want.as_str()))
+            .and_then(|e| e.file_name().to_str()?.parse().ok())
+    }
+
+    /// Whether fd `fd` of `pid` is `socket:[inode]` (one `readlink`).
+    pub(crate) fn fd_is_socket(&self, pid: i32, fd: u32, inode: u64) -> bool {
+        let mut p = self.pid_path(pid, "fd");
+        p.push(fd.to_string());
+        fs::read_link(p).is_ok_and(|t| t.as_os_str() == socket_link(inode).as_str())
+    }
+
+    /// The parent pid, from `/proc/<pid>/stat` (several times cheaper for the
+    /// kernel to produce than `status`).
     pub(crate) fn ppid(&self, pid: i32) -> Option<i32> {
-        let text = fs::read_to_string(self.pid_path(pid, "status")).ok()?;
-        parse_ppid(&text)
+        // One read: the line is a few hundred bytes (`comm` is at most 16),
+        // and a short read still holds the leading fields.
+        let mut buf = [0u8; 1024];
+        let n = fs::File::open(self.pid_path(pid, "stat")).and_then(|mut f| f.read(&mut buf)).ok()?;
+        parse_stat_ppid(&buf[..n])
     }
 
     /// `readlink /proc/<pid>/exe`.
@@ -99,9 +116,20 @@ impl ProcFs {
     }
 }
 
-/// Extracts `PPid:` from a `status` file.
-pub(crate) fn parse_ppid(status: &str) -> Option<i32> {
-    status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|v| v.trim().parse().ok())
+fn socket_link(inode: u64) -> String {
+    format!("socket:[{inode}]")
+}
+
+/// Extracts the parent pid from a `stat` line: `pid (comm) state ppid ...`.
+/// The command name may contain spaces and parentheses; it ends at the last `)`.
+/// `comm` is raw bytes (any process may name itself anything), so this works on
+/// bytes; only the numeric field after it is decoded.
+pub(crate) fn parse_stat_ppid(stat: &[u8]) -> Option<i32> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let _state = fields.next()?;
+    fields.next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -111,11 +139,15 @@ mod tests {
 
     #[test]
     fn ppid_parser() {
-        let status = "Name:\tbash\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nNgid:\t0\nPid:\t42\nPPid:\t7\nTracerPid:\t0\n";
-        assert_eq!(parse_ppid(status), Some(7));
-        assert_eq!(parse_ppid("PPid:\tx\n"), None);
-        assert_eq!(parse_ppid(""), None);
-        assert_eq!(parse_ppid("PPid:"), None);
+        let stat = b"42 (bash) S 7 42 42 34816 42 4194304 1 0 0 0 0 0 0 0 20 0 1 0 5 0 0\n";
+        assert_eq!(parse_stat_ppid(stat), Some(7));
+        assert_eq!(parse_stat_ppid(b"42 (a) b) (c) R 9 1 1\n"), Some(9), "comm with ) and spaces");
+        assert_eq!(parse_stat_ppid(b"42 (\xff\xfe) S 11 1 1\n"), Some(11), "comm that is not UTF-8");
+        assert_eq!(parse_stat_ppid(b"42 (x) S y\n"), None);
+        assert_eq!(parse_stat_ppid(b""), None);
+        assert_eq!(parse_stat_ppid(b"42 (x)"), None);
+        let me = ProcFs::new("/proc").ppid(i32::try_from(std::process::id()).unwrap());
+        assert_eq!(me, Some(i32::try_from(std::os::unix::process::parent_id()).unwrap()));
     }
 
     #[test]
@@ -144,6 +176,10 @@ mod tests {
         assert!(p.owns_socket(12, 7));
         assert!(!p.owns_socket(12, 8));
         assert!(!p.owns_socket(99, 8));
+        assert_eq!(p.socket_fd(12, 7), Some(4));
+        assert!(p.fd_is_socket(12, 4, 7));
+        assert!(!p.fd_is_socket(12, 3, 7));
+        assert!(!p.fd_is_socket(12, 9, 7));
         let mut all = p.all_pids();
         all.sort_unstable();
         assert_eq!(all, vec![10, 11, 12, 13]);

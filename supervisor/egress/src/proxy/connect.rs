@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::gate::{Attempt, Origin, Refusal};
 use crate::identity::{BinaryIdentity, IdentityError};
-use crate::io::{SpliceEnd, splice};
+use crate::io::{SpliceEnd, Spliced, splice, splice_tcp};
 use crate::proxy::reply::{self, DeniedBody, UnreachableBody};
 use crate::state::Shared;
 use crate::tunnels::{Door, TunnelInfo};
@@ -87,12 +87,22 @@ pub(crate) async fn handle(
             if !early.is_empty() && up.write_all(early).await.is_err() {
                 return;
             }
-            run_tunnel(&shared, agent, up, info).await;
+            run_tunnel_tcp(&shared, agent, up, info).await;
         }
     }
 }
 
-/// Registers the tunnel and splices until it ends.
+/// Registers the tunnel and splices two TCP sockets zero-copy until it ends.
+pub(crate) async fn run_tunnel_tcp(shared: &Shared, agent: TcpStream, up: TcpStream, info: TunnelInfo) {
+    let (door, host, port) = (info.door, info.host.clone(), info.port);
+    let handle = shared.tunnels.register(info);
+    let spliced = splice_tcp(agent, up, shared.idle_timeout, Some(handle.cancelled())).await;
+    drop(handle);
+    log_end(door, &host, port, spliced);
+}
+
+/// Registers the tunnel and copies through user-space buffers until it ends
+/// (for streams that are not two plain TCP sockets).
 pub(crate) async fn run_tunnel<A, B>(shared: &Shared, agent: A, up: B, info: TunnelInfo)
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -100,16 +110,23 @@ where
 {
     let (door, host, port) = (info.door, info.host.clone(), info.port);
     let handle = shared.tunnels.register(info);
-    let end = splice(agent, up, shared.idle_timeout, Some(handle.cancelled())).await;
-    match end {
-        SpliceEnd::Finished(up_bytes, down_bytes) => {
-            tracing::debug!(door = door.as_str(), host, port, up_bytes, down_bytes, "tunnel closed");
-        }
-        SpliceEnd::Idle => tracing::debug!(door = door.as_str(), host, port, "tunnel idle timeout"),
-        SpliceEnd::Cancelled => {
-            tracing::info!(door = door.as_str(), host, port, "tunnel closed by policy reload")
-        }
-        SpliceEnd::Error(e) => tracing::debug!(door = door.as_str(), host, port, error = %e, "tunnel error"),
-    }
+    let spliced = splice(agent, up, shared.idle_timeout, Some(handle.cancelled())).await;
     drop(handle);
+    log_end(door, &host, port, spliced);
+}
+
+fn log_end(door: Door, host: &str, port: u16, s: Spliced) {
+    let (door, up_bytes, down_bytes) = (door.as_str(), s.up, s.down);
+    match s.end {
+        SpliceEnd::Finished => tracing::debug!(door, host, port, up_bytes, down_bytes, "tunnel closed"),
+        SpliceEnd::Idle => {
+            tracing::debug!(door, host, port, up_bytes, down_bytes, "tunnel closed: idle timeout")
+        }
+        SpliceEnd::Cancelled => {
+            tracing::info!(door, host, port, up_bytes, down_bytes, "tunnel closed by policy reload")
+        }
+        SpliceEnd::Error(e) => {
+            tracing::debug!(door, host, port, up_bytes, down_bytes, error = %e, "tunnel closed: error")
+        }
+    }
 }

@@ -37,9 +37,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::gate::{Attempt, Checked, Origin, Refusal, Unreachable};
-use crate::proxy::connect::{Who, establish, run_tunnel};
+use crate::proxy::connect::{Who, establish};
 use crate::proxy::head::{MAX_HEAD, MAX_HEADERS, normalize_host, parse_authority};
 use crate::proxy::reply::{self, BadRequestBody, DeniedBody, UnreachableBody};
+use crate::proxy::upgrade::{self, End};
 use crate::state::Shared;
 use crate::tunnels::{Door, TunnelInfo};
 
@@ -176,7 +177,7 @@ async fn handle(st: Arc<ConnState>, mut req: Request<Incoming>) -> Response<Resp
         let shared = Arc::clone(&st.shared);
         tokio::spawn(async move {
             match tokio::try_join!(agent_upgrade, upstream_upgrade) {
-                Ok((a, b)) => run_tunnel(&shared, TokioIo::new(a), TokioIo::new(b), info).await,
+                Ok((a, b)) => upgrade::run(&shared, End::agent(a), End::upstream(b), info).await,
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }
         });
@@ -200,7 +201,9 @@ async fn connect_in_band(st: &ConnState, mut req: Request<Incoming>) -> Response
             let shared = Arc::clone(&st.shared);
             tokio::spawn(async move {
                 match on.await {
-                    Ok(agent) => run_tunnel(&shared, TokioIo::new(agent), up, info).await,
+                    Ok(agent) => {
+                        upgrade::run(&shared, End::agent(agent), End::Tcp(Bytes::new(), up), info).await
+                    }
                     Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
                 }
             });
@@ -271,7 +274,9 @@ async fn open(
     let io = if key.https {
         let name = ServerName::try_from(key.host.clone())
             .map_err(|e| Unreachable { code: "tls_failed", detail: e.to_string() })?;
-        let tls = TlsConnector::from(Arc::clone(&shared.tls))
+        let config =
+            shared.tls.config().await.map_err(|detail| Unreachable { code: "tls_failed", detail })?;
+        let tls = TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(|e| Unreachable { code: "tls_failed", detail: e.to_string() })?;
@@ -350,7 +355,7 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Upstream byte stream: plain TCP or TLS over TCP.
-enum UpIo {
+pub(crate) enum UpIo {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }

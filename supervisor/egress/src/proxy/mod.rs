@@ -16,6 +16,7 @@ pub(crate) mod connect;
 pub(crate) mod forward;
 pub(crate) mod head;
 pub(crate) mod reply;
+pub(crate) mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

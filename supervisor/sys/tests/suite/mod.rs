@@ -1,6 +1,8 @@
+mod audit;
 mod capture;
 mod landlock;
 mod seccomp;
+mod seccomp_notify;
 
 /// Runs `f` on a fresh thread and propagates its panic.
 pub fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
