@@ -15,6 +15,8 @@ pub struct Endpoint {
     pub ports: Vec<u16>,
     pub allowed_ips: Vec<String>,
     pub protocol: Option<String>,
+    /// L7 method preset (`read-only`, `read-write`, `full`).
+    pub access: Option<String>,
 }
 
 impl Endpoint {
@@ -27,6 +29,10 @@ impl Endpoint {
     }
     pub fn protocol(mut self, p: &str) -> Endpoint {
         self.protocol = Some(p.into());
+        self
+    }
+    pub fn access(mut self, a: &str) -> Endpoint {
+        self.access = Some(a.into());
         self
     }
 }
@@ -108,6 +114,9 @@ impl Policy {
                 }
                 if let Some(p) = &e.protocol {
                     let _ = writeln!(y, "        protocol: {p}");
+                }
+                if let Some(a) = &e.access {
+                    let _ = writeln!(y, "        access: {a}");
                 }
                 if !e.allowed_ips.is_empty() {
                     let ips: Vec<String> = e.allowed_ips.iter().map(|s| quote(s)).collect();

@@ -40,6 +40,18 @@ pub fn path_matches(pattern: &str, path: &str) -> bool {
     binary_matches(pattern, path)
 }
 
+/// Whether a query parameter value matches a rule's query glob. Unlike paths,
+/// values have no segments: `*` and `?` match any character, `/` included (so a
+/// `deny_rules` glob `*` cannot be dodged with a value containing `/`).
+/// An invalid pattern matches nothing.
+#[must_use]
+pub fn value_matches(pattern: &str, value: &str) -> bool {
+    GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .build()
+        .is_ok_and(|g| g.compile_matcher().is_match(value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +81,15 @@ mod tests {
         assert!(binary_matches("/usr/bin/python3.1[0-9]", "/usr/bin/python3.12"));
         assert!(binary_matches("/usr/bin/{curl,wget}", "/usr/bin/wget"));
         assert!(!binary_matches("/usr/bin/?", "/usr/bin//"));
+    }
+
+    #[test]
+    fn query_values_have_no_segments() {
+        assert!(value_matches("*", "a/b"));
+        assert!(value_matches("v1*", "v1/x"));
+        assert!(!value_matches("v1*", "v2"));
+        assert!(value_matches("{read,list}", "list"));
+        assert!(!value_matches("[", "["));
     }
 
     #[test]

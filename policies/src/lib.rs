@@ -31,7 +31,7 @@ pub use cases::{Case, CaseFailure, Expectation, parse_cases, run_cases};
 pub use decision::{AllowedBy, Decision, DenyReason};
 pub use engine::{EngineError, NetworkEngine, NetworkRequest};
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors};
-pub use glob::{binary_matches, path_matches};
+pub use glob::{binary_matches, path_matches, value_matches};
 pub use host::{HostPattern, normalize_host};
 pub use model::{
     Access, BinaryMatcher, CredentialBinding, Endpoint, Enforcement, FilesystemPolicy, L7Rule,

@@ -125,8 +125,11 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         .context("compiling the network policy")
         .map_err(Failure::StartFailed)?;
 
+    // One worker: the supervisor is I/O-bound (tunnels splice in the kernel) and shares the host with
+    // hundreds of others; a second worker costs memory and cross-thread wakeups, not latency. Blocking
+    // work (slow identity lookups, hashing, the launch) runs on the blocking pool.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")

@@ -341,6 +341,65 @@ fn allowed_binary_vs_disallowed_binary_to_the_same_host() {
     f.finish(t);
 }
 
+/// `access: read-only` on a plain-http endpoint through the proxy: GET reaches the server, POST is
+/// refused with 403 `l7_denied` (and never reaches it); CONNECT to it fails closed.
+#[test]
+fn read_only_endpoint_allows_get_denies_post() {
+    let t = "net_positive::read_only_endpoint_allows_get_denies_post";
+    let Some((fake, ctx, curl, _)) = curl_setup(t, User::Root) else { return };
+    let ips = [netns::INTERNET_V4_NET, netns::INTERNET_V6_NET];
+    let p = ctx.base_policy().read_only(&fake.public_dir).rule(
+        "ro",
+        vec![
+            Endpoint::new("allowed.test", &[netns::HTTP_PORT, netns::HTTPS_PORT])
+                .allowed_ips(&ips)
+                .access("read-only"),
+        ],
+        &[&curl],
+    );
+    let policy = ctx.policy_file(&p.to_yaml()).unwrap();
+    let mut f = Failures::default();
+    let o =
+        sandbox_run(&ctx, &fake, &policy, &[&curl, "-sS", "--max-time", "15", "http://allowed.test/ro-get"]);
+    f.check(o.code == Some(0) && json_out(&o)["path"] == "/ro-get", || {
+        format!("GET on a read-only endpoint should get through\n{}", o.describe())
+    });
+    let log0 = fake.log().len();
+    let o = sandbox_run(
+        &ctx,
+        &fake,
+        &policy,
+        &[
+            &curl,
+            "-sS",
+            "--max-time",
+            "15",
+            "-X",
+            "POST",
+            "-d",
+            "x=1",
+            "-w",
+            "\n%{http_code}",
+            "http://allowed.test/ro-post",
+        ],
+    );
+    let body = json_out(&o);
+    f.check(o.stdout.trim_end().ends_with("403") && body["reason"] == "l7_denied", || {
+        format!("POST on a read-only endpoint should get 403 l7_denied\n{}", o.describe())
+    });
+    f.check(
+        body["error"] == "policy_denied" && body["detail"].as_str().is_some_and(|d| d.contains("POST")),
+        || format!("403 body should explain the method: {body}"),
+    );
+    f.check(body["policy"] == "ro" && body["endpoint"] == 0, || {
+        format!("403 body should name the endpoint to change (policy ro, endpoint 0): {body}")
+    });
+    f.check(!fake.log().iter().skip(log0).any(|e| e.path.as_deref() == Some("/ro-post")), || {
+        "the denied POST reached the server".into()
+    });
+    f.finish(t);
+}
+
 #[test]
 fn spoofed_host_header_or_sni_does_not_reach_another_address() {
     let t = "net_positive::spoofed_host_header_or_sni_does_not_reach_another_address";

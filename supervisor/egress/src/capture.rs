@@ -14,6 +14,11 @@
 //! - stalling: the first bytes are awaited for at most [`SNIFF_TIMEOUT`];
 //!   server-speaks-first protocols on well-known ports skip the wait.
 //!
+//! - L7 rules: captured connections are relayed, never parsed per request, so
+//!   an endpoint with `access` other than `full`, `rules`, `deny_rules` or
+//!   `path` is refused (`l7_inspection_unavailable`), plain HTTP on port 80
+//!   included, unless its enforcement is `audit`.
+//!
 //! Residual risk: a client that sends nothing within the timeout and whose
 //! address our DNS never gave out is decided by IP literal only; protocols
 //! that speak first on unusual ports wait [`SNIFF_TIMEOUT`] before connecting.
@@ -86,6 +91,12 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         Ok(c) => c,
         Err(_) => return reset(stream),
     };
+    // Captured bytes are relayed, not parsed per request (plain HTTP included:
+    // later requests on a kept-alive connection would go unchecked), so L7
+    // rules cannot be enforced here: fail closed.
+    if shared.require_no_l7(&id, at, &checked).is_err() {
+        return reset(stream);
+    }
     let mut up = match shared.connect(&[dst], port).await {
         Ok((s, _)) => s,
         Err(u) => {

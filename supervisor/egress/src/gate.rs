@@ -20,12 +20,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openshell_policy::{AllowedBy, Decision, DenyReason, HostPattern, NetworkEngine, NetworkRequest};
+use openshell_policy::{
+    AllowedBy, Decision, DenyReason, Enforcement, HostPattern, NetworkEngine, NetworkRequest,
+};
 use tokio::net::TcpStream;
 
 use crate::dial::Connector;
 use crate::events::{Event, EventDecision, EventKind};
 use crate::identity::{BinaryIdentity, IdentityError};
+use crate::l7;
 use crate::policy_view;
 use crate::state::{Counters, Shared};
 use crate::tunnels::Door;
@@ -48,6 +51,9 @@ pub(crate) struct Denial {
     pub hint: String,
     pub generation: u64,
     pub ip: Option<IpAddr>,
+    /// The endpoint that would have to change (policy name, index), when one
+    /// matched.
+    pub endpoint: Option<Box<(String, usize)>>,
 }
 
 /// The destination could not be reached (HTTP 502); not a policy decision.
@@ -117,6 +123,7 @@ impl Shared {
                     hint: reason.hint(),
                     generation,
                     ip: ips.first().copied(),
+                    endpoint: None,
                 };
                 return Err(self.denied(Some(id), at, d));
             }
@@ -128,6 +135,7 @@ impl Shared {
                 hint: "report this as a bug".to_owned(),
                 generation,
                 ip: None,
+                endpoint: None,
             };
             return Err(self.denied(Some(id), at, d));
         };
@@ -160,6 +168,7 @@ impl Shared {
                     hint: format!("connect to {only} directly"),
                     generation,
                     ip: None,
+                    endpoint: None,
                 };
                 return Err(self.denied(Some(id), at, d));
             }
@@ -176,6 +185,7 @@ impl Shared {
                     detail: e.detail,
                     generation,
                     ip: Some(e.ip),
+                    endpoint: None,
                 };
                 return Err(self.denied(Some(id), at, d));
             }
@@ -212,12 +222,24 @@ impl Shared {
             hint: format!("connect to an address that {} resolves to (use the sandbox DNS)", at.host),
             generation,
             ip: Some(dst),
+            endpoint: None,
         };
         self.denied(Some(id), at, d)
     }
 
     /// Emits the deny event for `d` and wraps it.
     pub(crate) fn denied(&self, id: Option<&BinaryIdentity>, at: Attempt<'_>, d: Denial) -> Refusal {
+        self.denied_with(id, at, d, Vec::new())
+    }
+
+    /// [`Self::denied`] with more `detail` fields in the event.
+    pub(crate) fn denied_with(
+        &self,
+        id: Option<&BinaryIdentity>,
+        at: Attempt<'_>,
+        d: Denial,
+        extra: Vec<(&'static str, serde_json::Value)>,
+    ) -> Refusal {
         Counters::bump(&self.counters.denied);
         let mut e = self.network_event(EventDecision::Deny, id, at);
         e.ip = d.ip;
@@ -225,8 +247,85 @@ impl Shared {
         e.hint = Some(d.hint.clone());
         e.generation = Some(d.generation);
         e.detail.insert("message".to_owned(), d.detail.clone().into());
+        if let Some(named) = &d.endpoint {
+            e.policy = Some(named.0.clone());
+            e.detail.insert("endpoint".to_owned(), named.1.into());
+        }
+        for (k, v) in extra {
+            e.detail.insert(k.to_owned(), v);
+        }
         self.events.emit(e);
         Refusal::Denied(d)
+    }
+
+    /// Emits an `audit` event: `at` goes ahead although it violates the L7
+    /// rules of the matched endpoint, whose enforcement is `audit`.
+    pub(crate) fn audited(
+        &self,
+        id: &BinaryIdentity,
+        at: Attempt<'_>,
+        c: &Checked,
+        code: &'static str,
+        message: String,
+        extra: Vec<(&'static str, serde_json::Value)>,
+    ) {
+        let mut e = self.network_event(EventDecision::Audit, Some(id), at);
+        e.policy = Some(c.allowed.policy.clone());
+        e.generation = Some(c.engine.generation());
+        e.reason = Some(code.to_owned());
+        e.detail.insert("endpoint".to_owned(), c.allowed.endpoint.into());
+        e.detail.insert("message".to_owned(), message.into());
+        for (k, v) in extra {
+            e.detail.insert(k.to_owned(), v);
+        }
+        self.events.emit(e);
+    }
+
+    /// For doors that cannot see HTTP requests (CONNECT tunnels, transparent
+    /// capture): an endpoint with L7 rules fails closed
+    /// (`l7_inspection_unavailable`), unless its enforcement is `audit`.
+    pub(crate) fn require_no_l7(
+        &self,
+        id: &BinaryIdentity,
+        at: Attempt<'_>,
+        c: &Checked,
+    ) -> Result<(), Refusal> {
+        let Some(ep) = c.engine.endpoint(&c.allowed) else { return Ok(()) };
+        if !l7::restricts(ep) {
+            return Ok(());
+        }
+        let message = format!(
+            "endpoint {} of network_policies.{} restricts HTTP methods/paths (access, rules, deny_rules or path), \
+             which cannot be checked on a {} connection: its bytes are not inspected",
+            c.allowed.endpoint,
+            c.allowed.policy,
+            at.door.as_str()
+        );
+        if ep.enforcement == Enforcement::Audit {
+            self.audited(
+                id,
+                at,
+                c,
+                "l7_inspection_unavailable",
+                format!("{message}; allowed WITHOUT enforcing these rules (enforcement: audit)"),
+                Vec::new(),
+            );
+            return Ok(());
+        }
+        let d = Denial {
+            code: "l7_inspection_unavailable",
+            detail: message,
+            hint: format!(
+                "this endpoint restricts HTTP methods/paths, which needs TLS inspection (not available yet): \
+                 use `access: full` for this host (endpoint {} of network_policies.{}), or reach it over plain \
+                 http through the proxy",
+                c.allowed.endpoint, c.allowed.policy
+            ),
+            generation: c.engine.generation(),
+            ip: None,
+            endpoint: Some(Box::new((c.allowed.policy.clone(), c.allowed.endpoint))),
+        };
+        Err(self.denied(Some(id), at, d))
     }
 
     /// Denial for a connection whose identity could not be established.
@@ -237,8 +336,13 @@ impl Shared {
             hint: err.hint(),
             generation: self.engine().generation(),
             ip: None,
+            endpoint: None,
         };
-        self.denied(None, at, d)
+        let extra = match err {
+            IdentityError::AmbiguousOwner { binaries, .. } => vec![("binaries", binaries.clone().into())],
+            _ => Vec::new(),
+        };
+        self.denied_with(None, at, d, extra)
     }
 
     /// Emits the allow event for a connection to `addr`.

@@ -34,6 +34,7 @@ mod gate;
 mod guard;
 mod identity;
 mod io;
+mod l7;
 mod observer;
 mod policy_view;
 mod proxy;
@@ -178,8 +179,9 @@ impl Egress {
     /// Adopts `sockets` and starts serving them with `engine`.
     ///
     /// # Errors
-    /// Invalid options, sockets that cannot be adopted, or resolver/TLS
-    /// configuration that cannot be built. Nothing is served on error.
+    /// Invalid options, sockets that cannot be adopted, or an extra CA file
+    /// that cannot be read. Nothing is served on error. The upstream resolver
+    /// and the host's TLS trust store are loaded on first use, not here.
     pub async fn start(
         sockets: EgressSockets,
         opts: EgressOptions,

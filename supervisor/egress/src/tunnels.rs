@@ -171,6 +171,21 @@ fn redecide_one(
                 return Err(("internal_error", "matched endpoint missing".to_owned()));
             };
             guard.check(t.ip, &endpoint.allowed_ips).map_err(|e| ("address_not_allowed", e.detail))?;
+            // Tunnel bytes are not inspected: an endpoint that gained L7 rules
+            // closes CONNECT and capture tunnels, as it would refuse them now.
+            if matches!(t.door, Door::Connect | Door::Capture)
+                && crate::l7::restricts(endpoint)
+                && endpoint.enforcement == openshell_policy::Enforcement::Enforce
+            {
+                return Err((
+                    "l7_inspection_unavailable",
+                    format!(
+                        "endpoint {} of network_policies.{} now restricts HTTP methods/paths, which a tunnel \
+                         cannot be checked against",
+                        by.endpoint, by.policy
+                    ),
+                ));
+            }
             Ok(by.policy)
         }
     }

@@ -20,6 +20,9 @@ use super::{BinaryIdentity, DELETED_SUFFIX, IdentityError, IdentityResolver, Ide
 
 /// Recent owners tried on the fast path.
 const FAST_PIDS: usize = 2;
+/// Largest sandbox process tree scanned on the fast path (for other holders
+/// of the socket); larger trees go to the blocking lookup.
+const FAST_TREE_MAX: usize = 64;
 /// Fd numbers tried per owner: the last one that held a looked-up socket and
 /// the next ones (sockets reuse the lowest free number, or take the next).
 const FD_SPAN: u32 = 3;
@@ -53,7 +56,16 @@ impl IdentityResolver {
         if !self.in_sandbox(pid) {
             return None;
         }
+        // Every other holder of the socket must run the same executable (see
+        // `sole_executable`); a large tree is left to the blocking pool.
+        let tree = self.proc.descendants(init, FAST_TREE_MAX + 1);
+        if tree.len() > FAST_TREE_MAX {
+            return None;
+        }
         let identity = self.identify_cached(init, pid)?;
+        if let Err(e) = self.sole_executable(&tree, inode, pid, &identity.path) {
+            return Some(Err(e));
+        }
         self.remember(pid, fd);
         Some(Ok(identity))
     }
@@ -187,26 +199,19 @@ mod perf {
         time("hash cached", &|| {
             r.hashes.cached(&r.proc.exe_path(pid)).unwrap().unwrap();
         });
+        time("descendants", &|| {
+            r.proc.descendants(me, FAST_TREE_MAX + 1);
+        });
+        let exe = r.exe_string(pid).unwrap();
+        time("tree + sole_executable", &|| {
+            let tree = r.proc.descendants(me, FAST_TREE_MAX + 1);
+            r.sole_executable(&tree, inode, pid, &exe).unwrap();
+        });
         time("ancestors", &|| {
             r.ancestors(me, pid);
         });
         time("ppid", &|| {
             r.proc.ppid(pid);
-        });
-        time("read stat once", &|| {
-            use std::io::Read;
-            let mut b = [0u8; 512];
-            let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).unwrap();
-            let _ = f.read(&mut b).unwrap();
-        });
-        time("read task stat once", &|| {
-            use std::io::Read;
-            let mut b = [0u8; 512];
-            let mut f = std::fs::File::open(format!("/proc/{pid}/task/{pid}/stat")).unwrap();
-            let _ = f.read(&mut b).unwrap();
-        });
-        time("open+close stat", &|| {
-            let _f = std::fs::File::open(format!("/proc/{pid}/stat")).unwrap();
         });
     }
 }

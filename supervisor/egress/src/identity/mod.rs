@@ -13,9 +13,12 @@
 //! process tree; hashes are cached by file identity so a binary is hashed once.
 //!
 //! Residual risks:
-//! - the identity is that of a process holding the socket at lookup time; a
-//!   socket shared with another process (fork without `CLOEXEC`, `SCM_RIGHTS`)
-//!   is attributed to the first holder found.
+//! - the identity is that of the processes holding the socket at lookup time.
+//!   A socket shared between processes (fork without `CLOEXEC`, `SCM_RIGHTS`)
+//!   is attributed only when every holder in the sandbox process tree runs the
+//!   same executable; otherwise the connection is refused (`ambiguous_owner`).
+//!   A holder that received the socket after the lookup, or a process that
+//!   joined the sandbox pid namespace from outside the tree, is not seen.
 //! - a process that execs between `connect()` and the lookup is identified by
 //!   its new executable.
 //! - interpreters are identified as the interpreter (`/usr/bin/python3`), not the
@@ -134,6 +137,15 @@ pub enum IdentityError {
         /// Host pid.
         pid: i32,
     },
+    /// Several sandbox processes running different executables hold the socket
+    /// (an inherited or passed descriptor): no single binary can be named.
+    #[error("socket inode {inode} is held by processes running different executables: {}", binaries.join(", "))]
+    AmbiguousOwner {
+        /// Socket inode.
+        inode: u64,
+        /// `exe` of each holder (`pid:path`), the first found first.
+        binaries: Vec<String>,
+    },
     /// The path was first seen with another hash (trust on first use).
     #[error("{path} now has sha256 {now}, but {pinned} was pinned on first use")]
     BinaryChanged {
@@ -152,6 +164,7 @@ impl IdentityError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Deleted { .. } | Self::BinaryChanged { .. } => "binary_changed",
+            Self::AmbiguousOwner { .. } => "ambiguous_owner",
             _ => "unknown_process",
         }
     }
@@ -168,6 +181,12 @@ impl IdentityError {
             Self::BinaryChanged { path, .. } => format!(
                 "{path} changed after it was first used; recreate the sandbox to trust the new binary"
             ),
+            Self::AmbiguousOwner { .. } => {
+                "the connection's socket is shared by processes running different \
+                binaries (an inherited or passed descriptor), so it cannot be attributed to one; open the \
+                connection in the process that uses it, or close the descriptor in the others (CLOEXEC)"
+                    .to_owned()
+            }
             _ => "the connection could not be attributed to a sandbox process; it was refused".to_owned(),
         }
     }
@@ -223,7 +242,13 @@ impl IdentityResolver {
         };
         let inode = self.socket_inode(init, agent, ours)?;
         let (pid, fd) = self.owner(init, inode).ok_or(IdentityError::NoOwner { inode })?;
+        let exe = self.exe_string(pid)?;
+        let tree = self.proc.descendants(init, MAX_PIDS);
+        self.sole_executable(&tree, inode, pid, &exe)?;
         let identity = self.identify(init, pid)?;
+        if identity.path != exe {
+            return Err(IdentityError::Raced { pid });
+        }
         self.remember(pid, fd);
         Ok(identity)
     }
@@ -276,6 +301,30 @@ impl IdentityResolver {
             .filter(|p| !tree.contains(p))
             .filter(|&p| self.in_sandbox(p))
             .find_map(found)
+    }
+
+    /// `Err(AmbiguousOwner)` when a process of `tree` other than `owner` holds
+    /// `socket:[inode]` and runs another executable than `exe`. Holders running
+    /// the same executable do not matter (same path, same pinned hash), so only
+    /// the fds of processes with another (or unreadable) `exe` are scanned.
+    fn sole_executable(&self, tree: &[i32], inode: u64, owner: i32, exe: &str) -> Result<(), IdentityError> {
+        let mut others = Vec::new();
+        for &pid in tree.iter().filter(|&&p| p != owner) {
+            let theirs = match self.exe_string(pid) {
+                Ok(e) if e == exe => continue,
+                Ok(e) => e,
+                Err(_) => "<unreadable>".to_owned(),
+            };
+            if self.proc.socket_fd(pid, inode).is_some() && self.in_sandbox(pid) {
+                others.push(format!("{pid}:{theirs}"));
+            }
+        }
+        if others.is_empty() {
+            return Ok(());
+        }
+        let mut binaries = vec![format!("{owner}:{exe}")];
+        binaries.extend(others);
+        Err(IdentityError::AmbiguousOwner { inode, binaries })
     }
 
     /// Whether `pid` is in sandbox init's pid namespace.
@@ -341,6 +390,10 @@ impl IdentityResolver {
     fn with_proc_root(source: IdentitySource, root: &std::path::Path) -> Self {
         let mut r = Self::new(source, None);
         r.proc = ProcFs::new(root);
+        r.init_ns = match &r.source {
+            IdentitySource::SandboxInit { init_pid } => r.proc.pid_ns(*init_pid),
+            IdentitySource::Fixed(_) => None,
+        };
         r
     }
 }
@@ -402,6 +455,65 @@ mod tests {
         assert_eq!(resolver.proc.root(), dir.path());
     }
 
+    /// A fake procfs: init 10 with children 11 and 12, all in one pid
+    /// namespace; `exes` are the executables of 11 and 12, both of which hold
+    /// the agent socket (inode 424242) of 127.0.0.1:54321 -> 127.0.0.1:3128.
+    fn shared_socket_tree(dir: &std::path::Path, exes: [&str; 2]) {
+        use std::os::unix::fs::symlink;
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for (pid, children, exe) in [(10, "11 12", "init"), (11, "", exes[0]), (12, "", exes[1])] {
+            let p = dir.join(pid.to_string());
+            std::fs::create_dir_all(p.join(format!("task/{pid}"))).unwrap();
+            std::fs::create_dir_all(p.join("fd")).unwrap();
+            std::fs::create_dir_all(p.join("ns")).unwrap();
+            std::fs::write(p.join(format!("task/{pid}/children")), children).unwrap();
+            std::fs::write(p.join("stat"), format!("{pid} (x) S 10 1 1\n")).unwrap();
+            symlink("pid:[4026531836]", p.join("ns/pid")).unwrap();
+            let file = bin.join(exe);
+            std::fs::write(&file, format!("#!{exe}\n")).unwrap();
+            symlink(&file, p.join("exe")).unwrap();
+            if pid != 10 {
+                symlink("socket:[424242]", p.join("fd/3")).unwrap();
+            }
+        }
+        std::fs::create_dir_all(dir.join("10/net")).unwrap();
+        std::fs::write(
+            dir.join("10/net/tcp"),
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+             1: 0100007F:D431 0100007F:0C38 01 00000000:00000000 00:00000000 00000000  1000        0 424242 1 \
+             0000000000000000 20 4 30 10 -1\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn shared_socket_with_different_executables_is_ambiguous() {
+        if cfg!(target_endian = "big") {
+            return; // the fixture table is in little-endian notation
+        }
+        let (agent, ours) = ("127.0.0.1:54321".parse().unwrap(), "127.0.0.1:3128".parse().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        shared_socket_tree(dir.path(), ["curl", "python3"]);
+        let r = IdentityResolver::with_proc_root(IdentitySource::SandboxInit { init_pid: 10 }, dir.path());
+        let err = r.lookup(agent, ours).unwrap_err();
+        assert_eq!(err.code(), "ambiguous_owner", "{err}");
+        let IdentityError::AmbiguousOwner { inode, binaries } = &err else { panic!("{err}") };
+        assert_eq!(*inode, 424_242);
+        assert_eq!(binaries.len(), 2, "{binaries:?}");
+        assert!(binaries.iter().any(|b| b.ends_with("/curl")), "{binaries:?}");
+        assert!(binaries.iter().any(|b| b.ends_with("/python3")), "{binaries:?}");
+        assert!(err.hint().contains("different"));
+
+        // The same executable in both holders (a forked worker): attributed.
+        let dir = tempfile::tempdir().unwrap();
+        shared_socket_tree(dir.path(), ["curl", "curl"]);
+        let r = IdentityResolver::with_proc_root(IdentitySource::SandboxInit { init_pid: 10 }, dir.path());
+        let id = r.lookup(agent, ours).unwrap();
+        assert!(id.path.ends_with("/bin/curl"), "{id:?}");
+        assert_eq!(id.pid, 11);
+    }
+
     #[test]
     fn fixed_source_is_returned_verbatim() {
         let id =
@@ -419,5 +531,8 @@ mod tests {
         assert_eq!(e.code(), "binary_changed");
         assert_eq!(IdentityError::Deleted { pid: 1, path: "/x".into() }.code(), "binary_changed");
         assert_eq!(IdentityError::NoOwner { inode: 1 }.code(), "unknown_process");
+        let e = IdentityError::AmbiguousOwner { inode: 1, binaries: vec!["1:/a".into(), "2:/b".into()] };
+        assert_eq!(e.code(), "ambiguous_owner");
+        assert!(e.to_string().contains("1:/a, 2:/b"));
     }
 }

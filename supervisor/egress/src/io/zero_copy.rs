@@ -5,9 +5,12 @@
 //! Pipes are taken from a small process-wide pool only while bytes are in
 //! flight: a direction takes one when its source becomes readable, keeps it
 //! while data keeps coming, and returns it (always empty) as soon as the source
-//! would block. An idle tunnel therefore holds no pipe, no buffer and no
-//! descriptor besides its two sockets. A pipe that still holds bytes when its
-//! direction ends (error, cancellation) is closed, never pooled.
+//! would block. A pipe starts at the kernel's default size and grows to
+//! [`BULK_PIPE_SIZE`] once a splice fills it (bulk data); a grown pipe is kept
+//! across pauses shorter than [`BULK_HOLD`] and shrunk back before it is
+//! pooled. An idle tunnel therefore holds no pipe, no buffer and no descriptor
+//! besides its two sockets. A pipe that still holds bytes when its direction
+//! ends (error, cancellation) is closed, never pooled.
 //!
 //! Readiness rule: a splice from the socket is only attempted through `try_io`
 //! while the pipe is empty, so `EAGAIN` can only mean "the socket has no data"
@@ -24,6 +27,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use tokio::io::Interest;
@@ -35,6 +39,8 @@ use super::Activity;
 /// the pipe): fewer, larger splices. Pipes start at the kernel default (64 KiB
 /// normally) and are shrunk back before they are pooled.
 pub(crate) const BULK_PIPE_SIZE: usize = 1024 * 1024;
+/// How long a direction keeps its grown pipe while its source has nothing.
+const BULK_HOLD: Duration = Duration::from_millis(50);
 /// Idle pipes kept for reuse; more are closed. Small on purpose: pipe capacity
 /// is charged to the supervisor's user even when empty (`pipe-user-pages-soft`),
 /// and in rootless mode that user also runs the agents.
@@ -110,7 +116,19 @@ pub(crate) async fn pump(
 ) -> io::Result<()> {
     let mut held: Option<Pipe> = None;
     loop {
-        src.readable().await?;
+        match &held {
+            // A grown pipe is kept across short pauses of a bulk transfer
+            // (regrowing it each time costs two `fcntl`s), not while idle.
+            Some(p) if p.cap > p.default_cap => {
+                if tokio::time::timeout(BULK_HOLD, src.readable()).await.is_err() {
+                    if let Some(p) = held.take() {
+                        p.put();
+                    }
+                    src.readable().await?;
+                }
+            }
+            _ => src.readable().await?,
+        }
         let mut pipe = match held.take() {
             Some(p) => p,
             None => match Pipe::take() {
@@ -139,8 +157,15 @@ pub(crate) async fn pump(
                 }
                 held = Some(pipe);
             }
-            // The pipe is empty, so the socket had nothing: the burst is over.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => pipe.put(),
+            // The pipe is empty, so the socket had nothing: the burst is over
+            // (or, for a grown pipe, paused).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if pipe.cap > pipe.default_cap {
+                    held = Some(pipe);
+                } else {
+                    pipe.put();
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => held = Some(pipe),
             // `pipe` may hold nothing here, but it is simply closed.
             Err(e) => return Err(e),

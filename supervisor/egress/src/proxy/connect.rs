@@ -4,8 +4,10 @@
 //! tunnel is opened only after identity, decision, resolution and address
 //! checks (see [`crate::gate`]); the upstream socket is connected to a checked
 //! address; the tunnel is registered so a reload can close it.
-//! Residual risk: the bytes inside an allowed tunnel are not inspected here
-//! (TLS interception and L7 rules are a separate layer).
+//! Residual risk: the bytes inside an allowed tunnel are not inspected (no TLS
+//! interception yet); therefore an endpoint with L7 rules (`access` other than
+//! `full`, `rules`, `deny_rules`, `path`) is refused here with
+//! `l7_inspection_unavailable` (fail closed), unless its enforcement is `audit`.
 
 use std::sync::Arc;
 
@@ -38,6 +40,7 @@ pub(crate) async fn establish(
         Err(e) => return Err(shared.identity_denied(e, at)),
     };
     let checked = shared.authorize(id, at, Origin::Named).await?;
+    shared.require_no_l7(id, at, &checked)?;
     let (up, ip) = shared.connect(&checked.addrs, port).await.map_err(Refusal::Unreachable)?;
     shared.allowed(id, at, ip, &checked);
     let info = TunnelInfo {

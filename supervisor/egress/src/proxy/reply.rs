@@ -25,6 +25,12 @@ pub(crate) struct DeniedBody<'a> {
     pub binary: Option<&'a str>,
     pub policy_generation: u64,
     pub hint: &'a str,
+    /// The policy whose endpoint refused the request (L7 denials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<&'a str>,
+    /// Index of that endpoint in the policy's `endpoints`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<usize>,
 }
 
 impl<'a> DeniedBody<'a> {
@@ -38,6 +44,8 @@ impl<'a> DeniedBody<'a> {
             binary,
             policy_generation: d.generation,
             hint: &d.hint,
+            policy: d.endpoint.as_ref().map(|n| n.0.as_str()),
+            endpoint: d.endpoint.as_ref().map(|n| n.1),
         }
     }
 }
@@ -116,6 +124,7 @@ mod tests {
             hint: "add it".into(),
             generation: 3,
             ip: None,
+            endpoint: None,
         };
         let bytes = raw(StatusCode::FORBIDDEN, &DeniedBody::new(&d, "x.com", 443, Some("/bin/curl")), true);
         let text = String::from_utf8(bytes).unwrap();
@@ -129,5 +138,9 @@ mod tests {
         assert_eq!(v["reason"], "no_endpoint");
         assert_eq!(v["policy_generation"], 3);
         assert_eq!(v["binary"], "/bin/curl");
+        assert!(v.get("policy").is_none() && v.get("endpoint").is_none());
+        let d = Denial { endpoint: Some(Box::new(("web".into(), 2))), ..d };
+        let v: serde_json::Value = serde_json::to_value(DeniedBody::new(&d, "x.com", 80, None)).unwrap();
+        assert_eq!((v["policy"].as_str(), v["endpoint"].as_u64()), (Some("web"), Some(2)));
     }
 }

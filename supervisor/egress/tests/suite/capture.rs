@@ -149,3 +149,28 @@ async fn silent_client_without_name_is_decided_by_ip_literal() {
     assert_eq!(deny.host.as_deref(), Some("127.0.0.1"));
     assert_eq!(echo.accepted.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn plain_http_capture_to_endpoint_with_l7_rules_fails_closed() {
+    let echo = Echo::start().await;
+    let upstream = TestDns::start(&[("web.test", "127.0.0.1")]).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let yaml = format!(
+        "version: 1\nnetwork_policies:\n  web:\n    endpoints: [{{host: web.test, port: {port}, access: read-only}}]\n    \
+         binaries: [{{path: /usr/bin/curl}}]\n"
+    );
+    let mut setup = Setup::new(&yaml);
+    setup.capture = Some(listener);
+    setup.dns_upstream = Some(upstream.addr);
+    setup.connector = Some(Arc::new(RedirectTo(echo.addr)));
+    let h = setup.start().await;
+    let mut s = TcpStream::connect(h.capture.unwrap()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n").await.unwrap();
+    assert_reset(s).await;
+    assert_eq!(echo.accepted.load(Ordering::SeqCst), 0);
+    let deny =
+        h.events.wait_for(Duration::from_secs(5), |e| e.decision == EventDecision::Deny).await.unwrap();
+    assert_eq!(deny.reason.as_deref(), Some("l7_inspection_unavailable"));
+    assert_eq!(deny.detail["door"], "capture");
+}

@@ -86,3 +86,24 @@ async fn capture_listeners_can_be_added_later() {
     s.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"GET");
 }
+
+#[tokio::test]
+async fn reload_adding_l7_rules_closes_connect_tunnels() {
+    let echo = Echo::start().await;
+    let port = echo.addr.port();
+    let h = Setup::new(&policy(port, CURL)).start().await;
+    let _t = tunnel(&h, port).await;
+    eventually(|| h.egress.stats().open_tunnels == 1).await;
+    let ro = format!(
+        "version: 1\nnetwork_policies:\n  local:\n    endpoints: [{{host: 127.0.0.1, port: {port}, \
+         access: read-only}}]\n    binaries: [{{path: {CURL}}}]\n"
+    );
+    assert_eq!(h.egress.reload(engine(&ro, 2)), 1);
+    let e = h
+        .events
+        .wait_for(Duration::from_secs(5), |e| e.reason.as_deref() == Some("policy_reloaded"))
+        .await
+        .unwrap();
+    assert_eq!(e.detail["denied_by"], "l7_inspection_unavailable");
+    eventually(|| h.egress.stats().open_tunnels == 0).await;
+}
