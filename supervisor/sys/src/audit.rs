@@ -1,8 +1,9 @@
 //! The kernel's audit records, read-only: the status query (`AUDIT_GET`) and the multicast log group
 //! (`AUDIT_NLGRP_READLOG`) of `NETLINK_AUDIT`, which Landlock (ABI 7) uses to report denials.
 //!
-//! Nothing here changes the host's audit configuration: no `AUDIT_SET`, no rules, no registration as the
-//! audit daemon. Reading the log group needs `CAP_AUDIT_READ` in the initial user namespace and only
+//! Nothing the supervisor uses changes the host's audit configuration: no rules, no registration as the
+//! audit daemon. The one exception, [`set_audit_enabled`] (`AUDIT_SET`), exists for tests that switch
+//! audit on around a run and restore it afterwards; the product never calls it. Reading the log group needs `CAP_AUDIT_READ` in the initial user namespace and only
 //! works from the initial network namespace (the kernel multicasts there only); the status query needs
 //! `CAP_AUDIT_CONTROL` and the initial pid namespace. Records are produced only while audit is enabled
 //! (`auditctl -e 1` or `audit=1` on the kernel command line), which is the host's decision.
@@ -21,6 +22,10 @@ use nix::sys::socket::{
 
 /// `AUDIT_GET`: query the status.
 const AUDIT_GET: u16 = 1000;
+/// `AUDIT_SET`: change the status (fields selected by `mask`).
+const AUDIT_SET: u16 = 1001;
+/// `AUDIT_STATUS_ENABLED`: the `mask` bit selecting `enabled`.
+const AUDIT_STATUS_ENABLED: u32 = 1;
 /// `AUDIT_NLGRP_READLOG`: the read-only multicast group (group 1, bit 0 of `nl_groups`).
 const AUDIT_NLGRP_READLOG_MASK: u32 = 1;
 const NLMSG_ERROR: u16 = 2;
@@ -49,13 +54,13 @@ pub enum AuditError {
     Socket(#[source] nix::Error),
     #[error("cannot join the audit log multicast group (needs CAP_AUDIT_READ in the initial user namespace)")]
     JoinLog(#[source] nix::Error),
-    #[error("audit status query failed")]
+    #[error("audit status request failed")]
     Io(#[source] nix::Error),
     #[error(
-        "the kernel refused the audit status query (needs CAP_AUDIT_CONTROL in the initial pid namespace)"
+        "the kernel refused the audit status request (needs CAP_AUDIT_CONTROL in the initial pid namespace)"
     )]
     Refused(#[source] nix::Error),
-    #[error("no answer to the audit status query")]
+    #[error("no answer to the audit status request")]
     Timeout,
     #[error("malformed audit status answer")]
     Malformed,
@@ -101,18 +106,20 @@ fn messages(buf: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
-/// Queries the audit status (`AUDIT_GET`). Read-only.
-pub fn status() -> Result<AuditStatus, AuditError> {
+/// Sends one `kind` request with `payload` on a fresh `NETLINK_AUDIT` socket and waits for the answer:
+/// the payload of a `kind` reply (`AUDIT_GET`), or `None` on a positive acknowledgement (`AUDIT_SET`).
+fn exchange(kind: u16, payload: &[u8]) -> Result<Option<Vec<u8>>, AuditError> {
     let sock =
         socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkAudit)
             .map_err(AuditError::Socket)?;
     bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(AuditError::Socket)?;
-    let mut req = Vec::with_capacity(NLMSG_HDRLEN);
-    req.extend_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
-    req.extend_from_slice(&AUDIT_GET.to_ne_bytes());
+    let mut req = Vec::with_capacity(NLMSG_HDRLEN + payload.len());
+    req.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
+    req.extend_from_slice(&kind.to_ne_bytes());
     req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
     req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
     req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel assigns ours
+    req.extend_from_slice(payload);
     send(sock.as_raw_fd(), &req, MsgFlags::empty()).map_err(AuditError::Io)?;
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut buf = vec![0u8; 8192];
@@ -122,30 +129,49 @@ pub fn status() -> Result<AuditStatus, AuditError> {
             return Err(AuditError::Timeout);
         }
         let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).map_err(AuditError::Io)?;
-        for (kind, payload) in messages(&buf[..n]) {
-            match kind {
-                NLMSG_ERROR => {
-                    let code = u32_at(payload, 0).ok_or(AuditError::Malformed)? as i32;
-                    if code != 0 {
-                        return Err(AuditError::Refused(nix::Error::from_raw(-code)));
-                    }
+        for (got, body) in messages(&buf[..n]) {
+            if got == NLMSG_ERROR {
+                let code = u32_at(body, 0).ok_or(AuditError::Malformed)? as i32;
+                if code != 0 {
+                    return Err(AuditError::Refused(nix::Error::from_raw(-code)));
                 }
-                AUDIT_GET => {
-                    let f = |i: usize| u32_at(payload, i * 4).ok_or(AuditError::Malformed);
-                    // struct audit_status: mask, enabled, failure, pid, rate_limit, backlog_limit, lost.
-                    return Ok(AuditStatus {
-                        enabled: f(1)?,
-                        failure: f(2)?,
-                        pid: f(3)?,
-                        rate_limit: f(4)?,
-                        backlog_limit: f(5)?,
-                        lost: f(6)?,
-                    });
+                if kind == AUDIT_SET {
+                    return Ok(None);
                 }
-                _ => {}
+            } else if got == kind && kind == AUDIT_GET {
+                return Ok(Some(body.to_vec()));
             }
         }
     }
+}
+
+/// Queries the audit status (`AUDIT_GET`). Read-only.
+pub fn status() -> Result<AuditStatus, AuditError> {
+    let payload = exchange(AUDIT_GET, &[])?.ok_or(AuditError::Malformed)?;
+    let f = |i: usize| u32_at(&payload, i * 4).ok_or(AuditError::Malformed);
+    // struct audit_status: mask, enabled, failure, pid, rate_limit, backlog_limit, lost.
+    Ok(AuditStatus {
+        enabled: f(1)?,
+        failure: f(2)?,
+        pid: f(3)?,
+        rate_limit: f(4)?,
+        backlog_limit: f(5)?,
+        lost: f(6)?,
+    })
+}
+
+/// Switches the kernel's audit on or off (`AUDIT_SET` with `AUDIT_STATUS_ENABLED`; `auditctl -e 1|0`).
+/// Needs `CAP_AUDIT_CONTROL` in the initial user and pid namespaces; refused (`EPERM`) when the
+/// configuration is locked (`enabled` 2).
+///
+/// This changes the host: it is meant for tests, which must restore the previous state. The supervisor
+/// itself never calls it.
+pub fn set_audit_enabled(enabled: bool) -> Result<(), AuditError> {
+    // struct audit_status, truncated after `enabled` (the kernel zero-fills a short payload).
+    let mut payload = Vec::with_capacity(8);
+    payload.extend_from_slice(&AUDIT_STATUS_ENABLED.to_ne_bytes());
+    payload.extend_from_slice(&u32::from(enabled).to_ne_bytes());
+    exchange(AUDIT_SET, &payload).map(|_| ())
 }
 
 /// One raw record: its type and text (`audit(SECS.MS:SERIAL): key=value ...`).

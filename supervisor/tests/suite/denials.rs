@@ -130,29 +130,65 @@ fn allowed_programs_produce_no_denials() {
     assert!(denials.is_empty(), "{denials:#?}");
 }
 
-/// Landlock denials as `filesystem` events. Needs root and the host's audit enabled (`auditctl -e 1`);
-/// the test never changes the audit configuration and prints SKIPPED otherwise.
+/// Switches the kernel's audit on for the duration of a test and puts back the previous state on drop
+/// (also when the test panics), so the host is left as it was found.
+struct AuditEnabled;
+
+impl AuditEnabled {
+    /// `Ok(None)`: audit was already on, nothing to do or undo.
+    fn ensure() -> Result<Option<Self>, String> {
+        use openshell_supervisor_sys::audit;
+        let before = audit::status().map_err(|e| format!("cannot read the audit status: {e}"))?;
+        if before.failure == 2 {
+            return Err("the host's audit is in panic-on-loss mode; not touching it".into());
+        }
+        if before.enabled != 0 {
+            return Ok(None);
+        }
+        audit::set_audit_enabled(true).map_err(|e| format!("cannot enable audit: {e}"))?;
+        let guard = Self;
+        match audit::status() {
+            Ok(s) if s.enabled == 1 => Ok(Some(guard)),
+            other => Err(format!("audit did not switch on: {other:?}")),
+        }
+    }
+}
+
+impl Drop for AuditEnabled {
+    fn drop(&mut self) {
+        if let Err(e) = openshell_supervisor_sys::audit::set_audit_enabled(false) {
+            eprintln!("WARNING: could not switch the host's audit back off (`auditctl -e 0`): {e}");
+        }
+    }
+}
+
+/// Landlock denials as `filesystem` events. Needs root; when the host's audit is off, the test switches
+/// it on for its own duration (restored on drop, even on panic) and prints SKIPPED if it cannot.
 #[test]
 fn landlock_denial_is_a_filesystem_event_when_the_host_audits() {
     if !is_root() {
         eprintln!("SKIPPED: not root (the kernel's audit log needs CAP_AUDIT_READ)");
         return;
     }
-    match openshell_supervisor_sys::audit::status() {
-        Ok(s) if s.enabled != 0 && s.failure != 2 => {}
-        other => {
-            eprintln!("SKIPPED: the host's audit is off or unusable ({other:?}); `auditctl -e 1` enables it");
+    let _audit = match AuditEnabled::ensure() {
+        Ok(guard) => guard,
+        Err(why) => {
+            eprintln!("SKIPPED: the host's audit is off or unusable and could not be enabled: {why}");
             return;
         }
-    }
-    // /var is readable for the agent's uid but not granted by the minimal policy: Landlock refuses it.
+    };
+    // /sys exists in the agent's view (an empty directory of the tmpfs skeleton, holding the bound
+    // /sys/devices/system/cpu) but the minimal policy does not grant it: Landlock refuses listing it. (A
+    // path outside the view, such as /var, fails with ENOENT before Landlock is asked.)
     let script = format!(
-        "ls /var >/dev/null; echo \"status=$?\"; i=0; while [ $i -lt {FLOOD} ]; do ls /var >/dev/null 2>&1; \
+        "ls /sys >/dev/null; echo \"status=$?\"; i=0; while [ $i -lt {FLOOD} ]; do ls /sys >/dev/null 2>&1; \
          i=$((i+1)); done"
     );
     let (out, events) = run_sandboxed(&script, false).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("status=2"), "ls /var must fail: {stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("status=2"), "ls /sys must fail: {stdout}");
+    assert!(stderr.contains("Permission denied"), "Landlock answers EACCES: {stderr}");
     let started = events.iter().find(|e| str_of(e, &["reason"]) == "started").expect("started event");
     assert_eq!(str_of(&started["detail"]["enforcement"], &["filesystem_events"]), "landlock-audit");
     let denials: Vec<_> = events
@@ -160,10 +196,11 @@ fn landlock_denial_is_a_filesystem_event_when_the_host_audits() {
         .filter(|e| {
             str_of(e, &["kind"]) == "filesystem"
                 && str_of(e, &["decision"]) == "deny"
-                && str_of(e, &["detail", "path"]) == "/var"
+                && str_of(e, &["detail", "path"]) == "/sys"
         })
         .collect();
     let first = denials.first().unwrap_or_else(|| panic!("no filesystem event: {events:#?}"));
+    eprintln!("landlock filesystem event: {first}");
     assert_eq!(str_of(first, &["reason"]), "landlock_denied");
     assert!(str_of(first, &["detail", "access"]).contains("fs.read_dir"), "{first}");
     let total: u64 = denials.iter().map(|e| e["detail"]["repeated"].as_u64().unwrap_or(1)).sum();
