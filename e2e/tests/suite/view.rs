@@ -225,21 +225,30 @@ fn executable_bypasses(user: User, t: &str) {
         format!("enforcement report must list the noexec places: {report:?}")
     });
 
-    // memfd execution: refused where vm.memfd_noexec could be set (root; per pid namespace).
+    // memfd execution: refused by vm.memfd_noexec=2 (root; per pid namespace), else (rootless: the
+    // sysctl belongs to host root) by the seccomp rows with the same semantics (EACCES).
     let r = ctx.sandbox(&policy).probe(&["memfd-exec"]).unwrap();
     let memfd =
         report.as_ref().and_then(|v| v.get("memfd_exec")).and_then(|v| v.as_str()).unwrap_or("").to_string();
     let blocked = r.probe.as_ref().is_some_and(|p| !p.ok);
-    if memfd.starts_with("refused") {
-        f.check(blocked, || format!("memfd exec NOT BLOCKED though reported refused\n{}", r.out.describe()));
-    } else {
-        f.check(user == User::Unprivileged, || format!("memfd exec must be refused as root: {memfd}"));
-        notice(&format!("KNOWN GAP [{}] memfd-exec: {memfd}", user.label()));
+    f.check(blocked, || format!("memfd exec NOT BLOCKED ({memfd})\n{}", r.out.describe()));
+    f.check(memfd.starts_with("refused"), || format!("report must say memfd exec is refused: {memfd}"));
+    if memfd.starts_with("refused by seccomp") {
+        let errno = r.probe.as_ref().and_then(|p| p.errno);
+        f.check(errno == Some(EACCES), || {
+            format!("seccomp memfd refusal must be EACCES\n{}", r.out.describe())
+        });
     }
-    // Node (memfd users) still starts with vm.memfd_noexec=2.
+    if user == User::Root {
+        f.check(memfd.contains("vm.memfd_noexec=2"), || format!("as root the sysctl must be set: {memfd}"));
+    }
+    notice(&format!("[{}] memfd-exec: {memfd}", user.label()));
+    // Node (memfd users) still starts with memfd execution refused (sysctl or seccomp).
     if let Some(node) = openshell_e2e::bins::which("node") {
-        let out = ctx.sandbox(&policy).run(&[&s(&node), "-e", "1"]).unwrap();
-        f.check(out.code == Some(0), || format!("node -e 1 with executable set\n{}", out.describe()));
+        let out = ctx.sandbox(&policy).run(&[&s(&node), "-e", "console.log(1)"]).unwrap();
+        f.check(out.code == Some(0) && out.stdout.trim() == "1", || {
+            format!("node -e 'console.log(1)' with executable set\n{}", out.describe())
+        });
     }
     f.finish(t);
 }

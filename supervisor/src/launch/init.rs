@@ -81,7 +81,9 @@ fn setup_and_serve(
     };
     let mut root_report = mounts::setup_root(&mut LinuxMountOps::default(), &root)
         .map_err(fail("building the root filesystem"))?;
-    root_report.view.memfd_exec = mounts::memfd_exec_policy(spec.landlock.executable.is_some());
+    let memfd = mounts::memfd_exec_policy(spec.landlock.executable.is_some());
+    root_report.view.memfd_exec = memfd.report;
+    let extras = seccomp::Extras { memfd_noexec: memfd.needs_seccomp };
     let net_report = net::setup_capture_network().map_err(fail("setting up the sandbox network"))?;
     net::allow_unprivileged_low_ports().map_err(fail("setting up the sandbox network"))?;
 
@@ -91,11 +93,11 @@ fn setup_and_serve(
     drop(listeners);
 
     let filters = agent::Filters {
-        plain: seccomp::compile().map_err(fail("compiling the seccomp filter"))?,
-        notify: seccomp_notify::compile_notify().map_err(|e| error_chain(&e)),
+        plain: seccomp::compile_with(extras).map_err(fail("compiling the seccomp filter"))?,
+        notify: seccomp_notify::compile_notify_with(extras).map_err(|e| error_chain(&e)),
     };
     let mut base = EnforcementReport {
-        seccomp: seccomp::report(),
+        seccomp: seccomp::report_with(extras),
         namespaces: Namespaces::ALL.names(),
         uid: spec.uid,
         gid: spec.gid,

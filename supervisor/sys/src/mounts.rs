@@ -1015,14 +1015,34 @@ pub fn forbid_memfd_exec() -> std::io::Result<()> {
     Ok(())
 }
 
-/// With `restrict` (the policy has `executable`): [`forbid_memfd_exec`], and says what holds.
-pub fn memfd_exec_policy(restrict: bool) -> String {
+/// How memfd execution is refused ([`memfd_exec_policy`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemfdExec {
+    /// For the report (`filesystem_view.memfd_exec`).
+    pub report: String,
+    /// The sysctl could not be set: the agent's seccomp filter must carry the
+    /// [`MEMFD_NOEXEC`](crate::seccomp::MEMFD_NOEXEC) rows instead.
+    pub needs_seccomp: bool,
+}
+
+/// With `restrict` (the policy has `executable`): [`forbid_memfd_exec`]; where that fails (rootless: the
+/// sysctl belongs to host root) the same semantics are asked of seccomp. Says what holds.
+pub fn memfd_exec_policy(restrict: bool) -> MemfdExec {
     if !restrict {
-        return "allowed (no executable list)".into();
+        return MemfdExec { report: "allowed (no executable list)".into(), needs_seccomp: false };
     }
     match forbid_memfd_exec() {
-        Ok(()) => "refused (vm.memfd_noexec=2 in the sandbox's pid namespace)".into(),
-        Err(e) => format!("allowed: vm.memfd_noexec could not be set ({e})"),
+        Ok(()) => MemfdExec {
+            report: "refused (vm.memfd_noexec=2 in the sandbox's pid namespace)".into(),
+            needs_seccomp: false,
+        },
+        Err(e) => MemfdExec {
+            report: format!(
+                "refused by seccomp (memfd_create without MFD_NOEXEC_SEAL, or with MFD_EXEC: EACCES); \
+                 vm.memfd_noexec could not be set ({e})"
+            ),
+            needs_seccomp: true,
+        },
     }
 }
 

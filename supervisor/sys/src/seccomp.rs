@@ -13,6 +13,11 @@
 //! back to `clone`, whose flags are checked. Not blocked on purpose (real tools need them): `memfd_create`,
 //! `nice`/`setpriority`, `sched_*`, `prctl`, `kcmp`, and `seccomp` itself (a program may restrict itself
 //! further), except a filter with its own listener (see [`crate::seccomp_notify`]).
+//!
+//! Conditional rows ([`MEMFD_NOEXEC`]) are compiled in only when the sandbox asks for them ([`Extras`]):
+//! with an `executable` list where `vm.memfd_noexec=2` could not be set (rootless), `memfd_create` without
+//! `MFD_NOEXEC_SEAL`, or with `MFD_EXEC`, fails with `EACCES` (the sysctl's semantics), so code written into
+//! a memfd cannot be executed past Landlock's Execute restriction.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +37,8 @@ pub enum Deny {
     Enosys,
     /// `EAFNOSUPPORT`: pretend the address family does not exist (callers fall back).
     Eafnosupport,
+    /// `EACCES`: permission denied (what the kernel answers under `vm.memfd_noexec=2`).
+    Eacces,
 }
 
 impl Deny {
@@ -41,6 +48,7 @@ impl Deny {
             Deny::Eperm => libc::EPERM as u32,
             Deny::Enosys => libc::ENOSYS as u32,
             Deny::Eafnosupport => libc::EAFNOSUPPORT as u32,
+            Deny::Eacces => libc::EACCES as u32,
         }
     }
 
@@ -50,6 +58,7 @@ impl Deny {
             Deny::Eperm => "EPERM",
             Deny::Enosys => "ENOSYS",
             Deny::Eafnosupport => "EAFNOSUPPORT",
+            Deny::Eacces => "EACCES",
         }
     }
 }
@@ -120,6 +129,8 @@ const TIOCSTI: u64 = 0x5412;
 const TIOCLINUX: u64 = 0x541c;
 const SECCOMP_SET_MODE_FILTER: u64 = 1;
 const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 8;
+const MFD_NOEXEC_SEAL: u64 = 0x0008;
+const MFD_EXEC: u64 = 0x0010;
 
 const fn always(syscall: &'static str, why: &'static str) -> Entry {
     Entry { syscall, deny: Deny::Eperm, when: When::Always, why }
@@ -282,6 +293,37 @@ pub static TABLE: &[Entry] = &[
     },
 ];
 
+/// Conditional rows: `vm.memfd_noexec=2` as seccomp, compiled in when [`Extras::memfd_noexec`] is set.
+pub static MEMFD_NOEXEC: &[Entry] = &[
+    Entry {
+        syscall: "memfd_create",
+        deny: Deny::Eacces,
+        when: When::AllOf(&[Cond::Masked { arg: 1, mask: MFD_NOEXEC_SEAL, value: 0 }]),
+        why: "only with an executable list (vm.memfd_noexec=2 not settable): an executable memfd would run \
+              code past Landlock's Execute restriction; MFD_NOEXEC_SEAL is required",
+    },
+    Entry {
+        syscall: "memfd_create",
+        deny: Deny::Eacces,
+        when: When::AllOf(&[Cond::Masked { arg: 1, mask: MFD_EXEC, value: MFD_EXEC }]),
+        why: "only with an executable list (vm.memfd_noexec=2 not settable): MFD_EXEC asks for an \
+              executable memfd",
+    },
+];
+
+/// Conditional rows the sandbox asks for (see [`MEMFD_NOEXEC`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extras {
+    /// Refuse executable memfds ([`MEMFD_NOEXEC`]).
+    pub memfd_noexec: bool,
+}
+
+/// The rows in force with `extras`: [`TABLE`], then the conditional rows asked for.
+pub fn rows(extras: Extras) -> impl Iterator<Item = &'static Entry> {
+    let memfd: &'static [Entry] = if extras.memfd_noexec { MEMFD_NOEXEC } else { &[] };
+    TABLE.iter().chain(memfd)
+}
+
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -377,6 +419,7 @@ pub fn syscall_number(name: &str) -> Option<i64> {
             SYS_ioctl,
             SYS_socket,
             SYS_seccomp,
+            SYS_memfd_create,
         ]
     );
     #[cfg(target_arch = "x86_64")]
@@ -423,7 +466,13 @@ fn rules(entry: &Entry) -> Result<Vec<SeccompRule>, SeccompError> {
 
 /// Compiles [`TABLE`] for this architecture: one program per errno, then (x86_64) the x32 guard.
 pub fn compile() -> Result<Vec<BpfProgram>, SeccompError> {
-    let mut programs: Vec<BpfProgram> = compile_by(|d| d, |d| d)?.into_iter().map(|(_, p)| p).collect();
+    compile_with(Extras::default())
+}
+
+/// [`compile`] with the conditional rows of `extras`.
+pub fn compile_with(extras: Extras) -> Result<Vec<BpfProgram>, SeccompError> {
+    let mut programs: Vec<BpfProgram> =
+        compile_by(extras, |d| d, |d| d)?.into_iter().map(|(_, p)| p).collect();
     #[cfg(target_arch = "x86_64")]
     programs.push(x32_guard());
     Ok(programs)
@@ -434,12 +483,13 @@ pub fn compile() -> Result<Vec<BpfProgram>, SeccompError> {
 /// same syscall are OR-ed (an unconditional row wins over any condition). Programs come in group order;
 /// the x32 guard is not included.
 pub(crate) fn compile_by<K: Ord + Copy>(
+    extras: Extras,
     group: impl Fn(Deny) -> K,
     action: impl Fn(K) -> Deny,
 ) -> Result<Vec<(K, BpfProgram)>, SeccompError> {
     // group -> syscall number -> rules (None = unconditional, which wins over any condition).
     let mut groups: BTreeMap<K, BTreeMap<i64, Option<Vec<SeccompRule>>>> = BTreeMap::new();
-    for entry in TABLE {
+    for entry in rows(extras) {
         let Some(nr) = syscall_number(entry.syscall) else { continue };
         let slot = groups.entry(group(entry.deny)).or_default().entry(nr).or_insert_with(|| Some(Vec::new()));
         let r = rules(entry)?;
@@ -514,13 +564,18 @@ fn describe(entry: &Entry) -> String {
 
 /// What the table denies on this architecture, for `openshell-supervisor check` and the docs.
 pub fn report() -> SeccompSummary {
+    report_with(Extras::default())
+}
+
+/// [`report`] with the conditional rows of `extras`.
+pub fn report_with(extras: Extras) -> SeccompSummary {
     let (present, absent): (Vec<&Entry>, Vec<&Entry>) =
-        TABLE.iter().partition(|e| syscall_number(e.syscall).is_some());
+        rows(extras).partition(|e| syscall_number(e.syscall).is_some());
     let mut denied: Vec<String> = present.into_iter().map(describe).collect();
     if cfg!(target_arch = "x86_64") {
         denied.push("x32 syscalls (nr >= 0x40000000): ENOSYS".to_string());
     }
-    let errnos: std::collections::BTreeSet<Deny> = TABLE.iter().map(|e| e.deny).collect();
+    let errnos: std::collections::BTreeSet<Deny> = rows(extras).map(|e| e.deny).collect();
     SeccompSummary {
         arch: std::env::consts::ARCH.to_string(),
         default_action: "allow".to_string(),
@@ -530,10 +585,11 @@ pub fn report() -> SeccompSummary {
     }
 }
 
-/// Markdown table of [`TABLE`] (syscall, errno, condition, why) for the architecture docs.
+/// Markdown table of [`TABLE`] and the conditional rows (syscall, errno, condition, why) for the
+/// architecture docs.
 pub fn table_markdown() -> String {
     let mut s = String::from("| syscall | errno | when | why |\n|---|---|---|---|\n");
-    for e in TABLE {
+    for e in rows(Extras { memfd_noexec: true }) {
         let d = describe(e);
         let when = d.split_once(" when ").map(|(_, w)| w.to_string()).unwrap_or_else(|| "always".into());
         s.push_str(&format!("| `{}` | {} | {} | {} |\n", e.syscall, e.deny.name(), when, e.why));
@@ -586,13 +642,31 @@ mod tests {
 
     #[test]
     fn tolerated_syscalls_are_not_in_the_table() {
-        for name in
-            ["memfd_create", "setpriority", "nice", "sched_setaffinity", "prctl", "landlock_restrict_self"]
-        {
+        for name in ["setpriority", "nice", "sched_setaffinity", "prctl", "landlock_restrict_self"] {
             assert!(TABLE.iter().all(|e| e.syscall != name), "{name} must stay allowed");
         }
         // A program may still restrict itself; only a filter with its own listener is refused.
         assert!(TABLE.iter().filter(|e| e.syscall == "seccomp").all(|e| e.when != When::Always));
+        // memfd_create only without MFD_NOEXEC_SEAL or with MFD_EXEC, and only when asked for.
+        assert!(TABLE.iter().all(|e| e.syscall != "memfd_create"));
+        assert!(MEMFD_NOEXEC.iter().all(|e| e.syscall == "memfd_create" && e.when != When::Always));
+    }
+
+    #[test]
+    fn memfd_rows_only_with_extras() {
+        assert_eq!(MFD_NOEXEC_SEAL, u64::from(libc::MFD_NOEXEC_SEAL));
+        assert_eq!(MFD_EXEC, u64::from(libc::MFD_EXEC));
+        assert!(!report().denied.iter().any(|l| l.starts_with("memfd_create")));
+        let r = report_with(Extras { memfd_noexec: true });
+        assert!(
+            r.denied.iter().any(|l| l == "memfd_create: EACCES when arg1 & 0x8 == 0x0"),
+            "{:?}",
+            r.denied
+        );
+        assert!(r.denied.iter().any(|l| l == "memfd_create: EACCES when arg1 & 0x10 == 0x10"));
+        let programs = compile_with(Extras { memfd_noexec: true }).unwrap();
+        assert_eq!(programs.len(), r.programs);
+        assert_eq!(r.programs, report().programs + 1, "one more errno");
     }
 
     /// architecture/seccomp.md embeds [`table_markdown`]; regenerate with `OPENSHELL_UPDATE_DOCS=1`.

@@ -2,7 +2,8 @@
 //! with the table's errno and reports it as an event.
 //!
 //! [`compile_notify`] builds the same reviewed [`TABLE`](crate::seccomp::TABLE) as
-//! [`seccomp::compile`](crate::seccomp::compile), but the rows that refuse (`EPERM`, `EAFNOSUPPORT`) are
+//! [`seccomp::compile`](crate::seccomp::compile) (with the same conditional rows,
+//! [`compile_notify_with`]), but the rows that refuse (`EPERM`, `EAFNOSUPPORT`, `EACCES`) are
 //! grouped into one program whose match returns `SECCOMP_RET_USER_NOTIF` instead of an errno: seccompiler
 //! has no such action, so the program is compiled with `SECCOMP_RET_ERRNO | EPERM` and exactly those return
 //! instructions are rewritten ([`rewrite_errno_to_notify`]). Rows that pretend a call does not exist
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::seccomp::{self, BpfProgram, Cond, Deny, Entry, SeccompError, TABLE, When};
+use crate::seccomp::{self, BpfProgram, Cond, Deny, Entry, Extras, SeccompError, When};
 
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
@@ -108,8 +109,13 @@ pub fn rewrite_errno_to_notify(program: &mut BpfProgram, errno: u32) -> usize {
     changed
 }
 
-/// Compiles [`TABLE`] for the notify mode (see the module docs).
+/// Compiles [`TABLE`](crate::seccomp::TABLE) for the notify mode (see the module docs).
 pub fn compile_notify() -> Result<NotifyPrograms, NotifyError> {
+    compile_notify_with(Extras::default())
+}
+
+/// [`compile_notify`] with the conditional rows of `extras`.
+pub fn compile_notify_with(extras: Extras) -> Result<NotifyPrograms, NotifyError> {
     let group = |d: Deny| if notifies(d) { Group::Notify } else { Group::Silent(d) };
     let action = |g: Group| match g {
         Group::Notify => Deny::Eperm,
@@ -117,7 +123,7 @@ pub fn compile_notify() -> Result<NotifyPrograms, NotifyError> {
     };
     let mut notify = None;
     let mut silent = Vec::new();
-    for (g, mut program) in seccomp::compile_by(group, action)? {
+    for (g, mut program) in seccomp::compile_by(extras, group, action)? {
         match g {
             Group::Notify => {
                 if rewrite_errno_to_notify(&mut program, Deny::Eperm.errno()) == 0 {
@@ -171,27 +177,36 @@ pub fn install(programs: &NotifyPrograms) -> Result<OwnedFd, NotifyError> {
     Ok(listener)
 }
 
-/// The first row of [`TABLE`] that refuses syscall `nr` with these arguments through the listener,
-/// evaluated like the compiled program (low 32 bits of each argument).
+/// The first row of [`TABLE`](crate::seccomp::TABLE) that refuses syscall `nr` with these arguments
+/// through the listener, evaluated like the compiled program (low 32 bits of each argument).
 pub fn matching_entry(nr: i64, args: &[u64; 6]) -> Option<&'static Entry> {
+    matching_entry_with(Extras::default(), nr, args)
+}
+
+/// [`matching_entry`] among the rows in force with `extras`. The supervisor answering notifications uses
+/// every conditional row: a notification only arrives for rows that were compiled in, and no conditional
+/// row shares its syscall with [`TABLE`](crate::seccomp::TABLE).
+pub fn matching_entry_with(extras: Extras, nr: i64, args: &[u64; 6]) -> Option<&'static Entry> {
     let arg = |i: u8| args.get(usize::from(i)).copied().unwrap_or(0) & 0xffff_ffff;
     let holds = |c: &Cond| match *c {
         Cond::Eq { arg: a, value } => arg(a) == value,
         Cond::Ne { arg: a, value } => arg(a) != value,
         Cond::Masked { arg: a, mask, value } => arg(a) & mask == value,
     };
-    TABLE.iter().filter(|e| notifies(e.deny) && seccomp::syscall_number(e.syscall) == Some(nr)).find(|e| {
-        match e.when {
+    seccomp::rows(extras).filter(|e| notifies(e.deny) && seccomp::syscall_number(e.syscall) == Some(nr)).find(
+        |e| match e.when {
             When::Always => true,
             When::AllOf(conds) => conds.iter().all(holds),
             When::AnyBit { arg: a, bits } => bits.iter().any(|(b, _)| arg(a) & b != 0),
-        }
-    })
+        },
+    )
 }
 
-/// Name of syscall `nr` if the table names it.
+/// Name of syscall `nr` if the table (or a conditional row) names it.
 pub fn syscall_name(nr: i64) -> Option<&'static str> {
-    TABLE.iter().find(|e| seccomp::syscall_number(e.syscall) == Some(nr)).map(|e| e.syscall)
+    seccomp::rows(Extras { memfd_noexec: true })
+        .find(|e| seccomp::syscall_number(e.syscall) == Some(nr))
+        .map(|e| e.syscall)
 }
 
 /// One refused call waiting for its answer. The calling thread is blocked in the syscall until

@@ -4,7 +4,7 @@
 //! supervisor gives is that errno.
 
 use super::*;
-use crate::seccomp::{self, TABLE, When, syscall_number};
+use crate::seccomp::{self, Extras, When, syscall_number};
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 
@@ -114,7 +114,7 @@ fn interesting_args(entry: &seccomp::Entry) -> Vec<[u64; 6]> {
 
 fn samples() -> Vec<Data> {
     let mut out = Vec::new();
-    for entry in TABLE {
+    for entry in seccomp::rows(Extras { memfd_noexec: true }) {
         let Some(nr) = syscall_number(entry.syscall) else { continue };
         out.extend(interesting_args(entry).into_iter().map(|a| Data::call(nr, a)));
     }
@@ -123,6 +123,10 @@ fn samples() -> Vec<Data> {
         s(libc::SYS_read, [0; 6]),
         s(libc::SYS_getpid, [0; 6]),
         s(libc::SYS_memfd_create, [0; 6]),
+        s(libc::SYS_memfd_create, [0, libc::MFD_CLOEXEC as u64, 0, 0, 0, 0]),
+        s(libc::SYS_memfd_create, [0, (libc::MFD_CLOEXEC | libc::MFD_NOEXEC_SEAL) as u64, 0, 0, 0, 0]),
+        s(libc::SYS_memfd_create, [0, (libc::MFD_NOEXEC_SEAL | libc::MFD_EXEC) as u64, 0, 0, 0, 0]),
+        s(libc::SYS_memfd_create, [0, libc::MFD_EXEC as u64, 0, 0, 0, 0]),
         s(libc::SYS_clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
         s(libc::SYS_clone, [libc::CLONE_NEWUSER as u64 | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
         s(libc::SYS_socket, [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0]),
@@ -146,8 +150,14 @@ fn samples() -> Vec<Data> {
 
 #[test]
 fn notify_mode_refuses_exactly_what_the_plain_filter_refuses() {
-    let plain = seccomp::compile().unwrap();
-    let notify = compile_notify().unwrap();
+    for extras in [Extras::default(), Extras { memfd_noexec: true }] {
+        same_refusals(extras);
+    }
+}
+
+fn same_refusals(extras: Extras) {
+    let plain = seccomp::compile_with(extras).unwrap();
+    let notify = compile_notify_with(extras).unwrap();
     let mut stack = vec![notify.notify.clone()];
     stack.extend(notify.silent.iter().cloned());
     let (mut notified, mut silent, mut allowed) = (0, 0, 0);
@@ -159,13 +169,14 @@ fn notify_mode_refuses_exactly_what_the_plain_filter_refuses() {
             before & libc::SECCOMP_RET_ACTION_FULL == libc::SECCOMP_RET_ERRNO && errno != libc::ENOSYS as u32;
         if refusing {
             assert_eq!(after, libc::SECCOMP_RET_USER_NOTIF, "{d:?}: plain {before:#x}");
-            let entry = matching_entry(i64::from(d.nr), &d.args).unwrap_or_else(|| panic!("{d:?}"));
+            let entry =
+                matching_entry_with(extras, i64::from(d.nr), &d.args).unwrap_or_else(|| panic!("{d:?}"));
             assert_eq!(entry.deny.errno(), errno, "{d:?}: the answer must be the plain filter's errno");
             notified += 1;
         } else {
             assert_eq!(after, before, "{d:?}: same action as the plain filter");
             if d.arch == AUDIT_ARCH_X86_64 && d.nr < 0x4000_0000 {
-                assert!(matching_entry(i64::from(d.nr), &d.args).is_none(), "{d:?}: no answer for it");
+                assert!(matching_entry_with(extras, i64::from(d.nr), &d.args).is_none(), "{d:?}: no answer");
             }
             if before == libc::SECCOMP_RET_ALLOW { allowed += 1 } else { silent += 1 }
         }
@@ -175,7 +186,7 @@ fn notify_mode_refuses_exactly_what_the_plain_filter_refuses() {
 
 #[test]
 fn rewrite_touches_only_the_eperm_returns() {
-    let plain = seccomp::compile_by(|d| d, |d| d).unwrap();
+    let plain = seccomp::compile_by(Extras::default(), |d| d, |d| d).unwrap();
     let (_, eperm) = plain.iter().find(|(d, _)| *d == Deny::Eperm).unwrap();
     let mut rewritten = eperm.clone();
     let n = rewrite_errno_to_notify(&mut rewritten, libc::EPERM as u32);
@@ -227,6 +238,14 @@ fn answers_name_the_row() {
     assert_eq!(matching_entry(libc::SYS_unshare, &user).unwrap().syscall, "unshare");
     assert!(matching_entry(libc::SYS_unshare, &[libc::CLONE_FS as u64, 0, 0, 0, 0, 0]).is_none());
     assert_eq!(syscall_name(libc::SYS_keyctl), Some("keyctl"));
+    let memfd = Extras { memfd_noexec: true };
+    assert!(matching_entry(libc::SYS_memfd_create, &[0; 6]).is_none(), "only when asked for");
+    let e = matching_entry_with(memfd, libc::SYS_memfd_create, &[0, libc::MFD_CLOEXEC as u64, 0, 0, 0, 0]);
+    assert_eq!(e.unwrap().deny, Deny::Eacces);
+    let sealed = [0, (libc::MFD_CLOEXEC | libc::MFD_NOEXEC_SEAL) as u64, 0, 0, 0, 0];
+    assert!(matching_entry_with(memfd, libc::SYS_memfd_create, &sealed).is_none());
+    let exec = [0, (libc::MFD_NOEXEC_SEAL | libc::MFD_EXEC) as u64, 0, 0, 0, 0];
+    assert_eq!(matching_entry_with(memfd, libc::SYS_memfd_create, &exec).unwrap().deny, Deny::Eacces);
     assert_eq!(syscall_name(libc::SYS_read), None);
 }
 

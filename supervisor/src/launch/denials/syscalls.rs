@@ -79,7 +79,9 @@ fn serve(listener: &Listener, ctx: &DenialCtx) {
 
 /// Identifies the caller, then refuses the call with the errno of its table row.
 fn answer(listener: &Listener, n: &Notification) -> Refused {
-    let entry = seccomp_notify::matching_entry(i64::from(n.nr), &n.args);
+    // Every conditional row: only the ones compiled in ever notify.
+    let all = openshell_supervisor_sys::seccomp::Extras { memfd_noexec: true };
+    let entry = seccomp_notify::matching_entry_with(all, i64::from(n.nr), &n.args);
     let (errno, errno_name) =
         entry.map_or((libc::EPERM as u32, "EPERM"), |e| (e.deny.errno(), e.deny.name()));
     let (binary, pid) = identify(n.pid);
