@@ -32,4 +32,7 @@ fi
 cargo fmt --all -- --check
 cargo build --workspace --bins
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --no-fail-fast 2>&1 | tee "${TEST_LOG:-/tmp/openshell-test.log}"
+log="${TEST_LOG:-/tmp/openshell-test.log}"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+# One closing line for the whole workspace (cargo's own last line is often a crate's empty doc-test run).
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
