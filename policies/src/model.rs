@@ -268,6 +268,16 @@ pub enum Access {
 }
 
 impl Access {
+    /// The policy keyword (`read-only`, `read-write`, `full`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadOnly => "read-only",
+            Self::ReadWrite => "read-write",
+            Self::Full => "full",
+        }
+    }
+
     /// Whether `method` (case-insensitive) is allowed by this preset.
     #[must_use]
     pub fn allows_method(self, method: &str) -> bool {

@@ -80,15 +80,7 @@ pub(crate) fn check(ep: &Endpoint, method: &str, target: &str) -> Verdict {
     if access.allows_method(method) {
         Verdict::Allowed
     } else {
-        Verdict::Denied(format!("method {method} is not allowed by access: {}", access_name(access)))
-    }
-}
-
-fn access_name(a: Access) -> &'static str {
-    match a {
-        Access::ReadOnly => "read-only",
-        Access::ReadWrite => "read-write",
-        Access::Full => "full",
+        Verdict::Denied(format!("method {method} is not allowed by access: {}", access.as_str()))
     }
 }
 
@@ -147,10 +139,7 @@ fn normalize_path(raw: &str) -> Result<String, String> {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let Some(v) = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
-            else {
+            let Some(v) = hex_byte(bytes, i + 1) else {
                 return Err(format!("path {raw:?} has an invalid percent-encoding"));
             };
             if v == b'/' || v == b'\\' {
@@ -196,6 +185,11 @@ fn parse_query(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The byte written as two hex digits at `b[at..at + 2]`, if they are hex digits.
+fn hex_byte(b: &[u8], at: usize) -> Option<u8> {
+    b.get(at..at + 2).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+}
+
 fn decode_component(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -204,10 +198,7 @@ fn decode_component(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                if let Some(v) = b
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
-                {
+                if let Some(v) = hex_byte(b, i + 1) {
                     out.push(v);
                     i += 3;
                     continue;

@@ -33,17 +33,19 @@
 //! a listed directory shows every host mount below it.
 
 use std::ffi::OsString;
-use std::fs;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use nix::fcntl::OFlag;
-use nix::mount::{MntFlags, MsFlags};
-use nix::sys::stat::Mode;
+use nix::mount::MsFlags;
 use serde::{Deserialize, Serialize};
 
 pub use crate::inroot::{Kind, Make};
+
+mod git;
+mod linux;
+mod memfd;
+
+pub use linux::LinuxMountOps;
+pub use memfd::{MemfdExec, forbid_memfd_exec, memfd_exec_policy};
 
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
@@ -520,16 +522,8 @@ fn place(ops: &mut dyn MountOps, mounted: &Mounted, target: &Path, dir: bool) ->
             return Ok(Placed::Not("missing below a bound directory".into()));
         }
         None => {
-            let mut cur = PathBuf::from("/");
-            let parents: Vec<_> = target.parent().map(|p| p.components().collect()).unwrap_or_default();
-            for c in parents {
-                let Component::Normal(n) = c else { continue };
-                cur.push(n);
-                match ops.lookup(Base::Skeleton, &cur)? {
-                    Some(Kind::Dir) => {}
-                    None => ops.make(Base::Skeleton, &cur, &Make::Dir)?,
-                    Some(k) => return Ok(Placed::Not(format!("{} is {k:?}", cur.display()))),
-                }
+            if let Some((cur, k)) = make_parents(ops, target)? {
+                return Ok(Placed::Not(format!("{} is {k:?}", cur.display())));
             }
             ops.make(Base::Skeleton, target, if dir { &Make::Dir } else { &Make::File })?;
         }
@@ -539,6 +533,22 @@ fn place(ops: &mut dyn MountOps, mounted: &Mounted, target: &Path, dir: bool) ->
         return Ok(Placed::Not(format!("changed to {kind:?}")));
     }
     Ok(Placed::Ready(handle))
+}
+
+/// Creates the missing parent directories of `at` in the skeleton, outermost first; stops at the first
+/// parent that is not a directory and returns it with what it is.
+fn make_parents(ops: &mut dyn MountOps, at: &Path) -> Result<Option<(PathBuf, Kind)>, MountError> {
+    let mut cur = PathBuf::from("/");
+    for c in at.parent().map(|p| p.components().collect::<Vec<_>>()).unwrap_or_default() {
+        let Component::Normal(n) = c else { continue };
+        cur.push(n);
+        match ops.lookup(Base::Skeleton, &cur)? {
+            Some(Kind::Dir) => {}
+            None => ops.make(Base::Skeleton, &cur, &Make::Dir)?,
+            Some(k) => return Ok(Some((cur, k))),
+        }
+    }
+    Ok(None)
 }
 
 /// Like [`place`], but a failure is an error.
@@ -606,15 +616,8 @@ fn recreate_link(
     if !owned(mounted, at) || ops.lookup(Base::Skeleton, at)?.is_some() {
         return Ok(false);
     }
-    let mut cur = PathBuf::from("/");
-    for c in at.parent().map(|p| p.components().collect::<Vec<_>>()).unwrap_or_default() {
-        let Component::Normal(n) = c else { continue };
-        cur.push(n);
-        match ops.lookup(Base::Skeleton, &cur)? {
-            Some(Kind::Dir) => {}
-            None => ops.make(Base::Skeleton, &cur, &Make::Dir)?,
-            Some(_) => return Ok(false),
-        }
+    if make_parents(ops, at)?.is_some() {
+        return Ok(false);
     }
     ops.make(Base::Skeleton, at, &Make::Symlink(target.to_path_buf()))?;
     Ok(true)
@@ -713,7 +716,7 @@ pub fn setup_root(ops: &mut dyn MountOps, spec: &RootSpec) -> Result<RootReport,
     }
 
     if let (true, Some(w)) = (spec.protect_git, binds.iter().find(|b| b.workdir)) {
-        protect_git(ops, &mounted, w, &mut view)?;
+        git::protect_git(ops, &mounted, w, &mut view)?;
     }
 
     links.sort();
@@ -758,39 +761,6 @@ pub fn setup_root(ops: &mut dyn MountOps, spec: &RootSpec) -> Result<RootReport,
     Ok(RootReport { resolv_conf, view })
 }
 
-/// `.git` of the workdir: pinned (bound over itself, so it can be neither renamed nor removed), then
-/// `hooks` and `config` (or their targets, when symlinks inside the workdir) bound read-only.
-fn protect_git(
-    ops: &mut dyn MountOps,
-    mounted: &Mounted,
-    workdir: &Bind,
-    view: &mut ViewReport,
-) -> Result<(), MountError> {
-    let git = Path::new("/.git");
-    if ops.lookup(Base::Workdir, git)? != Some(Kind::Dir) {
-        return Ok(());
-    }
-    let target = under(&workdir.target, git);
-    let Placed::Ready(h) = place(ops, mounted, &target, true)? else { return Ok(()) };
-    bind(ops, Base::Workdir, git, &h, &target, bind_attrs(true, workdir.noexec))?;
-    let mut mounted = mounted.clone();
-    mounted.push((target, false));
-    for name in ["/.git/hooks", "/.git/config"] {
-        let r = canonicalize(ops, Base::Workdir, Path::new(name), true)?;
-        let dir = match r.kind {
-            Some(Kind::Dir) => true,
-            Some(Kind::File) => false,
-            _ => continue,
-        };
-        let target = under(&workdir.target, &r.path);
-        let Placed::Ready(h) = place(ops, &mounted, &target, dir)? else { continue };
-        bind(ops, Base::Workdir, &r.path, &h, &target, bind_attrs(false, workdir.noexec))?;
-        mounted.push((target.clone(), false));
-        view.git_protected.push(target);
-    }
-    Ok(())
-}
-
 fn setup_dev(
     ops: &mut dyn MountOps,
     mounted: &mut Mounted,
@@ -831,219 +801,6 @@ fn setup_dev(
     }
     let (dev, _) = ops.open_in(Base::Skeleton, Path::new("/dev"))?;
     ops.set_attr(&dev, false, MOUNT_ATTR_RDONLY)
-}
-
-/// The real system calls.
-#[derive(Default)]
-pub struct LinuxMountOps {
-    /// `O_PATH` descriptors of the bases.
-    root: Option<OwnedFd>,
-    workdir: Option<OwnedFd>,
-    skeleton: Option<OwnedFd>,
-    /// Descriptors returned by `open_in`, kept open until the pivot.
-    held: Vec<OwnedFd>,
-}
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-fn io(e: nix::Error) -> std::io::Error {
-    std::io::Error::from(e)
-}
-
-impl LinuxMountOps {
-    fn base_fd(&self, base: Base, path: &Path) -> Result<std::os::fd::BorrowedFd<'_>, MountError> {
-        let fd = match base {
-            Base::Root => &self.root,
-            Base::Workdir => &self.workdir,
-            Base::Skeleton => &self.skeleton,
-        };
-        fd.as_ref().map(|f| f.as_fd()).ok_or_else(|| MountError::Open {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{base:?} is not open")),
-        })
-    }
-
-    fn open_nofollow(&self, base: Base, inside: &Path) -> Result<Option<OwnedFd>, MountError> {
-        let dir = self.base_fd(base, inside)?;
-        match crate::inroot::open_in_root(dir, inside, libc::O_PATH | libc::O_NOFOLLOW) {
-            Ok(fd) => Ok(Some(fd)),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(None),
-            Err(source) => Err(MountError::Open { path: inside.to_path_buf(), source }),
-        }
-    }
-}
-
-impl MountOps for LinuxMountOps {
-    fn mount(
-        &mut self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> Result<(), MountError> {
-        nix::mount::mount(source, target, fstype, flags, data).map_err(|e| MountError::Mount {
-            source_desc: source.map(|s| s.display().to_string()).unwrap_or_else(|| "(none)".into()),
-            target: target.to_path_buf(),
-            source: io(e),
-        })
-    }
-
-    fn set_attr(&mut self, target: &Path, recursive: bool, set: u64) -> Result<(), MountError> {
-        let err = |source| MountError::SetAttr { target: target.to_path_buf(), source };
-        let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
-            .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
-        let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
-        let flags = if recursive { libc::AT_RECURSIVE } else { 0 } as libc::c_uint;
-        // SAFETY: `c` is a NUL-terminated path and `attr` a live, correctly laid out `struct mount_attr`
-        // whose size is passed; the kernel only reads both during the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                flags,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if rc != 0 {
-            return Err(err(std::io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-
-    fn mkdir_all(&mut self, path: &Path) -> Result<(), MountError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(path)
-            .map_err(|source| MountError::Mkdir { path: path.to_path_buf(), source })
-    }
-
-    fn create_file(&mut self, path: &Path, mode: u32, content: &[u8]) -> Result<(), MountError> {
-        use std::io::Write;
-        let err = |source| MountError::CreateFile { path: path.to_path_buf(), source };
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(err)?;
-        f.write_all(content).map_err(err)
-    }
-
-    fn open_base(&mut self, base: Base, host_path: &Path) -> Result<(), MountError> {
-        let fd =
-            nix::fcntl::open(host_path, OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_DIRECTORY, Mode::empty())
-                .map_err(|e| MountError::Open { path: host_path.to_path_buf(), source: io(e) })?;
-        let slot = match base {
-            Base::Root => &mut self.root,
-            Base::Workdir => &mut self.workdir,
-            Base::Skeleton => &mut self.skeleton,
-        };
-        *slot = Some(fd);
-        Ok(())
-    }
-
-    fn lookup(&mut self, base: Base, inside: &Path) -> Result<Option<Kind>, MountError> {
-        let Some(fd) = self.open_nofollow(base, inside)? else { return Ok(None) };
-        crate::inroot::kind_of(fd.as_fd())
-            .map(Some)
-            .map_err(|source| MountError::Open { path: inside.to_path_buf(), source })
-    }
-
-    fn open_in(&mut self, base: Base, inside: &Path) -> Result<(PathBuf, Kind), MountError> {
-        let missing = || MountError::Open {
-            path: inside.to_path_buf(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        };
-        let fd = self.open_nofollow(base, inside)?.ok_or_else(missing)?;
-        let kind = crate::inroot::kind_of(fd.as_fd())
-            .map_err(|source| MountError::Open { path: inside.to_path_buf(), source })?;
-        let p = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        self.held.push(fd);
-        Ok((p, kind))
-    }
-
-    fn make(&mut self, base: Base, inside: &Path, what: &Make) -> Result<(), MountError> {
-        let err = |source| MountError::Make { path: inside.to_path_buf(), source };
-        let name =
-            inside.file_name().ok_or_else(|| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
-        let parent_path = inside.parent().unwrap_or(Path::new("/"));
-        let dir = self.base_fd(base, inside)?;
-        let parent =
-            crate::inroot::open_in_root(dir, parent_path, libc::O_PATH | libc::O_DIRECTORY).map_err(err)?;
-        crate::inroot::make_at(parent.as_fd(), name, what).map_err(err)
-    }
-
-    fn pivot_root(&mut self, new_root: &Path) -> Result<(), MountError> {
-        let err = |step| move |e| MountError::PivotRoot { path: new_root.to_path_buf(), step, source: io(e) };
-        nix::unistd::chdir(new_root).map_err(err("chdir"))?;
-        nix::unistd::pivot_root(".", ".").map_err(err("pivot_root"))?;
-        nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(err("umount2 old root"))?;
-        nix::unistd::chdir("/").map_err(err("chdir /"))?;
-        self.held.clear();
-        self.root = None;
-        self.workdir = None;
-        self.skeleton = None;
-        Ok(())
-    }
-
-    fn chdir(&mut self, path: &Path) -> Result<(), MountError> {
-        nix::unistd::chdir(path).map_err(|e| MountError::Chdir { path: path.to_path_buf(), source: io(e) })
-    }
-}
-
-/// Sets `vm.memfd_noexec = 2` for the caller's pid namespace (Linux 6.3+): `memfd_create` then makes
-/// only non-executable memfds (and refuses `MFD_EXEC`), so code cannot be executed from memory-only files.
-/// Must be called from inside the sandbox's pid namespace (sandbox init), with `CAP_SYS_ADMIN` over it.
-pub fn forbid_memfd_exec() -> std::io::Result<()> {
-    fs::write("/proc/sys/vm/memfd_noexec", b"2")?;
-    let now = fs::read_to_string("/proc/sys/vm/memfd_noexec")?;
-    if now.trim() != "2" {
-        return Err(std::io::Error::other(format!("vm.memfd_noexec is {} after writing 2", now.trim())));
-    }
-    Ok(())
-}
-
-/// How memfd execution is refused ([`memfd_exec_policy`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemfdExec {
-    /// For the report (`filesystem_view.memfd_exec`).
-    pub report: String,
-    /// The sysctl could not be set: the agent's seccomp filter must carry the
-    /// [`MEMFD_NOEXEC`](crate::seccomp::MEMFD_NOEXEC) rows instead.
-    pub needs_seccomp: bool,
-}
-
-/// With `restrict` (the policy has `executable`): [`forbid_memfd_exec`]; where that fails (rootless: the
-/// sysctl belongs to host root) the same semantics are asked of seccomp. Says what holds.
-pub fn memfd_exec_policy(restrict: bool) -> MemfdExec {
-    if !restrict {
-        return MemfdExec { report: "allowed (no executable list)".into(), needs_seccomp: false };
-    }
-    match forbid_memfd_exec() {
-        Ok(()) => MemfdExec {
-            report: "refused (vm.memfd_noexec=2 in the sandbox's pid namespace)".into(),
-            needs_seccomp: false,
-        },
-        Err(e) => MemfdExec {
-            report: format!(
-                "refused by seccomp (memfd_create without MFD_NOEXEC_SEAL, or with MFD_EXEC: EACCES); \
-                 vm.memfd_noexec could not be set ({e})"
-            ),
-            needs_seccomp: true,
-        },
-    }
 }
 
 #[cfg(test)]

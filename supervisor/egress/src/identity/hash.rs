@@ -45,6 +45,19 @@ pub(crate) enum Pin {
     },
 }
 
+impl FileKey {
+    /// The identity of a file's content as far as `stat` can tell: same device, inode, size and mtime.
+    fn of(meta: &std::fs::Metadata) -> Self {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+}
+
 /// Shared cache of executable hashes and path pins.
 #[derive(Debug, Default)]
 pub(crate) struct HashStore {
@@ -58,13 +71,7 @@ impl HashStore {
     pub(crate) fn hash(&self, exe: &Path) -> io::Result<Arc<str>> {
         let mut file = File::open(exe)?;
         let meta = file.metadata()?;
-        let key = FileKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        };
+        let key = FileKey::of(&meta);
         if let Some(h) = self.hashes.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
             return Ok(Arc::clone(h));
         }
@@ -81,13 +88,7 @@ impl HashStore {
     /// when this file identity was not hashed yet.
     pub(crate) fn cached(&self, exe: &Path) -> io::Result<Option<Arc<str>>> {
         let meta = std::fs::metadata(exe)?;
-        let key = FileKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        };
+        let key = FileKey::of(&meta);
         Ok(self.hashes.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned())
     }
 

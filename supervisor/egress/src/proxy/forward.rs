@@ -219,6 +219,7 @@ fn l7_gate(
         st.shared.audited(id, at, checked, "l7_denied", message, extra());
         return None;
     }
+    let bad_request = bad_path.then(|| why.clone());
     let d = Denial {
         code: "l7_denied",
         hint: format!(
@@ -232,12 +233,8 @@ fn l7_gate(
         endpoint: Some(Box::new((checked.allowed.policy.clone(), checked.allowed.endpoint))),
     };
     let r = st.shared.denied_with(Some(id), at, d, extra());
-    if bad_path {
-        let detail = match &r {
-            Refusal::Denied(d) => d.detail.as_str(),
-            Refusal::Unreachable(u) => u.detail.as_str(),
-        };
-        return Some(full(reply::response(StatusCode::BAD_REQUEST, &BadRequestBody::new(detail), false)));
+    if let Some(detail) = bad_request {
+        return Some(full(reply::response(StatusCode::BAD_REQUEST, &BadRequestBody::new(&detail), false)));
     }
     Some(refusal(&r, &st.who, &target.host, target.port, false))
 }

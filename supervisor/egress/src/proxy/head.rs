@@ -8,7 +8,6 @@
 //! Residual risk: later requests on a kept-alive forward connection are parsed
 //! by hyper, whose own 400 responses carry no JSON body.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -144,11 +143,7 @@ pub(crate) fn parse_port(p: &str) -> Option<u16> {
 /// Normalized host (lower case, no trailing dot, canonical IP literal), or
 /// `None` when it is neither a DNS name nor an IP literal.
 pub(crate) fn normalize_host(h: &str) -> Option<String> {
-    let h = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
-    if let Ok(ip) = h.parse::<IpAddr>() {
-        return Some(ip.to_canonical().to_string());
-    }
-    valid_name(h)
+    valid_name(h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h))
 }
 
 #[cfg(test)]
