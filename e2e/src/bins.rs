@@ -20,6 +20,8 @@ const STAGING_PREFIX: &str = "osh-e2e-";
 pub const SUPERVISOR: &str = "openshell-supervisor";
 pub const PROBE: &str = "probe";
 pub const FAKE_INTERNET: &str = "fake-internet";
+pub const CLI: &str = "openshell";
+pub const GATEWAY: &str = "openshell-gateway";
 
 /// `target/<triple>/debug` as seen from the running test executable.
 pub fn build_dir() -> Result<PathBuf> {
@@ -41,6 +43,9 @@ pub struct Staging {
     pub supervisor: PathBuf,
     pub probe: PathBuf,
     pub fake_internet: PathBuf,
+    /// The CLI and the gateway, staged next to the supervisor (the gateway finds it there).
+    pub cli: PathBuf,
+    pub gateway: PathBuf,
 }
 
 static STAGING: OnceLock<Result<Staging, String>> = OnceLock::new();
@@ -80,6 +85,8 @@ fn make_staging() -> Result<Staging> {
         supervisor: stage(SUPERVISOR)?,
         probe: stage(PROBE)?,
         fake_internet: stage(FAKE_INTERNET)?,
+        cli: stage(CLI)?,
+        gateway: stage(GATEWAY)?,
         dir,
         bin_dir,
     })

@@ -16,6 +16,7 @@ pub mod dnswire;
 pub mod elf;
 pub mod events;
 pub mod fake;
+pub mod gateway;
 pub mod netns;
 pub mod policy;
 pub mod probe_bench;

@@ -42,3 +42,7 @@ pub use model::{
 /// The bundled Rego module that computes network decisions (package
 /// `openshell.network`, rule `decision`). See `rego/network.rego`.
 pub const BUNDLED_REGO: &str = include_str!("../rego/network.rego");
+
+/// The policy a sandbox gets when none is given: the host's usual system directories read-only, the
+/// workdir and `/tmp` read-write, no network at all (`policies/examples/minimal.yaml`).
+pub const DEFAULT_POLICY_YAML: &str = include_str!("../examples/minimal.yaml");

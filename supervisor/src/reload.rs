@@ -1,22 +1,38 @@
-//! Network policy reload on SIGHUP (standalone mode).
+//! Network policy reload: from a new policy text to a new generation of network decisions.
 //!
-//! Only `network_policies` is dynamic. A file that fails to parse keeps the last good generation and says
-//! why in a `config` event; a file whose static sections changed is applied for its network part only, and
-//! the event says that the rest needs a new sandbox. Ports that the new generation names are opened as
-//! capture listeners in the agent's netns by sandbox init.
+//! Both modes use it: standalone mode reads the policy file again on SIGHUP ([`Reloader::reload_file`]),
+//! gateway-driven mode applies the text of a `PolicyPush` ([`Reloader::apply`]). Only `network_policies`
+//! is dynamic. A text that fails to parse or compile keeps the last good generation and says why (the
+//! error, and a `config` event); a policy whose static sections changed is applied for its network part
+//! only, and the event says that the rest needs a new sandbox. Ports that the new generation names are
+//! opened as capture listeners in the agent's netns by sandbox init.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openshell_egress::Egress;
 use openshell_egress::events::{Event, EventDecision, EventKind, EventSink};
-use openshell_policy::{NetworkEngine, Policy};
+use openshell_policy::{EngineError, NetworkEngine, Policy, PolicyErrors};
 use tokio::sync::Mutex;
 
 use crate::launch::Control;
 
+/// Why a new policy was refused; the last good generation stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid policy")]
+    Invalid(#[source] PolicyErrors),
+    #[error("the network policy does not compile")]
+    Compile(#[source] EngineError),
+}
+
 pub struct Reloader {
-    path: PathBuf,
     /// The sandbox's root filesystem, where symlinked binaries are resolved.
     root: PathBuf,
     control: Control,
@@ -32,31 +48,48 @@ struct State {
 
 impl Reloader {
     pub fn new(
-        (path, root): (PathBuf, PathBuf),
-        policy: Arc<Policy>,
-        generation: u64,
+        root: PathBuf,
+        (policy, generation): (Arc<Policy>, u64),
         control: Control,
         events: EventSink,
         sandbox_id: String,
     ) -> Self {
-        Reloader { path, root, control, events, sandbox_id, state: Mutex::new(State { policy, generation }) }
+        Reloader { root, control, events, sandbox_id, state: Mutex::new(State { policy, generation }) }
     }
 
-    pub async fn reload(&self, egress: &Egress) {
+    /// Reads `path` and applies it (standalone mode, SIGHUP).
+    pub async fn reload_file(&self, egress: &Egress, path: &Path) -> Result<u64, ReloadError> {
+        match tokio::fs::read_to_string(path).await {
+            Ok(text) => self.apply(egress, &text).await,
+            Err(source) => {
+                let state = self.state.lock().await;
+                let error = ReloadError::Read { path: path.to_path_buf(), source };
+                self.rejected(&state, &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Applies the network part of the policy in `text` and returns the new generation. Concurrent calls
+    /// are applied one after the other.
+    pub async fn apply(&self, egress: &Egress, text: &str) -> Result<u64, ReloadError> {
         let mut state = self.state.lock().await;
-        let text = match tokio::fs::read_to_string(&self.path).await {
-            Ok(t) => t,
-            Err(e) => return self.rejected(&state, format!("cannot read {}: {e}", self.path.display())),
+        let compiled = Policy::from_yaml(text)
+            .map_err(ReloadError::Invalid)
+            .map(|p| Arc::new(crate::binaries::with_resolved_binaries(p, &self.root)))
+            .and_then(|new| {
+                let engine =
+                    NetworkEngine::new(new.clone(), state.generation + 1).map_err(ReloadError::Compile)?;
+                Ok((new, Arc::new(engine)))
+            });
+        let (new, engine) = match compiled {
+            Ok(c) => c,
+            Err(error) => {
+                self.rejected(&state, &error);
+                return Err(error);
+            }
         };
-        let new = match Policy::from_yaml(&text) {
-            Ok(p) => Arc::new(crate::binaries::with_resolved_binaries(p, &self.root)),
-            Err(errors) => return self.rejected(&state, errors.to_string()),
-        };
-        let generation = state.generation + 1;
-        let engine = match NetworkEngine::new(new.clone(), generation) {
-            Ok(e) => Arc::new(e),
-            Err(e) => return self.rejected(&state, e.to_string()),
-        };
+        let generation = engine.generation();
         let old_ports = state.policy.network_ports();
         for port in new.network_ports().difference(&old_ports) {
             let opened =
@@ -83,11 +116,12 @@ impl Reloader {
         }
         self.events.emit(event);
         *state = State { policy: new, generation };
+        Ok(generation)
     }
 
-    fn rejected(&self, state: &State, why: String) {
-        let mut event =
-            Event::new(&self.sandbox_id, EventKind::Config, EventDecision::Deny).with_detail("error", why);
+    fn rejected(&self, state: &State, error: &ReloadError) {
+        let mut event = Event::new(&self.sandbox_id, EventKind::Config, EventDecision::Deny)
+            .with_detail("error", crate::error_chain(error));
         event.reason = Some("invalid_policy".into());
         event.generation = Some(state.generation);
         self.events.emit(event);

@@ -49,6 +49,10 @@ pub struct RunInputs<'a> {
     pub argv: &'a [String],
     pub extra_env: &'a [(String, String)],
     pub lookup_env: &'a dyn Fn(&str) -> Option<String>,
+    /// Host paths hidden from the agent (see `SandboxSpec::hidden`).
+    pub hidden: &'a [PathBuf],
+    /// Whether the workdir was created for this sandbox and should be given to the agent.
+    pub chown_workdir: bool,
 }
 
 /// Builds the launch spec. Pure apart from reading the root filesystem's account files.
@@ -82,6 +86,8 @@ pub fn sandbox_spec(policy: &Policy, inputs: &RunInputs<'_>) -> SandboxSpec {
         dns_port: DNS_PORT,
         capture_ports: policy.network_ports().into_iter().collect(),
         hostname: hostname_for(inputs.sandbox_id),
+        hidden: inputs.hidden.to_vec(),
+        chown_workdir: inputs.chown_workdir,
     }
 }
 
@@ -164,6 +170,8 @@ mod tests {
             argv: &["true".to_string()],
             extra_env: &extra,
             lookup_env: &lookup,
+            hidden: &[],
+            chown_workdir: false,
         };
         let spec = sandbox_spec(&p, &inputs);
         let get = |k: &str| spec.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -189,6 +197,8 @@ mod tests {
             argv: &[],
             extra_env: &[],
             lookup_env: &lookup,
+            hidden: &[],
+            chown_workdir: false,
         };
         let spec = sandbox_spec(&p, &inputs);
         assert_eq!((spec.uid, spec.gid), (2000, 3000));

@@ -5,6 +5,7 @@ mod control;
 mod corpus;
 mod escapes;
 mod exit_codes;
+mod gateway_lifecycle;
 mod harness;
 mod net_deny;
 mod net_positive;

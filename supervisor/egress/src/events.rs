@@ -11,6 +11,10 @@
 //! the disk), events beyond the queue bound are dropped and counted; the count
 //! is reported in a `lifecycle` event by the writer as soon as it catches up and
 //! via [`EventSink::dropped`].
+//!
+//! The channel sink ([`EventSink::channel`]) hands events to an async consumer
+//! (the supervisor's gateway session) the same way: `try_send`, never waiting;
+//! a full queue drops the event and counts it in [`EventSink::dropped`].
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -151,6 +155,7 @@ enum Target {
     Null,
     Memory(Arc<MemoryLog>),
     File(SyncSender<FileMsg>),
+    Channel(tokio::sync::mpsc::Sender<Event>),
 }
 
 /// What the file writer thread receives: events, and flush requests answered once everything queued
@@ -166,6 +171,7 @@ impl std::fmt::Debug for EventSink {
             Target::Null => "null",
             Target::Memory(_) => "memory",
             Target::File(_) => "file",
+            Target::Channel(_) => "channel",
         };
         f.debug_struct("EventSink").field("target", &kind).finish()
     }
@@ -220,6 +226,16 @@ impl EventSink {
         Ok(sink)
     }
 
+    /// Sends events to the returned receiver, which holds at most `capacity`
+    /// of them (at least 1). Emitting never waits: when the receiver is full
+    /// or gone the event is dropped and counted in [`EventSink::dropped`], so a
+    /// slow consumer can never stall the proxy.
+    #[must_use]
+    pub fn channel(capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        (Self::with(Target::Channel(tx)), rx)
+    }
+
     fn with(target: Target) -> Self {
         Self { inner: Arc::new(SinkInner { target, dropped: AtomicU64::new(0) }) }
     }
@@ -238,6 +254,11 @@ impl EventSink {
                     self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Target::Channel(tx) => {
+                if tx.try_send(event).is_err() {
+                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -252,7 +273,7 @@ impl EventSink {
         }
     }
 
-    /// Events dropped because the file writer could not keep up.
+    /// Events dropped because the file writer (or the channel's receiver) could not keep up.
     #[must_use]
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
@@ -407,6 +428,25 @@ mod tests {
         assert!(got.is_some());
         assert!(log.wait_for(Duration::from_millis(10), |e| e.kind == EventKind::Process).await.is_none());
         assert_eq!(log.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn channel_sink_forwards_and_counts_drops() {
+        let (sink, mut rx) = EventSink::channel(2);
+        for host in ["a", "b", "c"] {
+            let mut e = Event::new("sb", EventKind::Network, EventDecision::Deny);
+            e.host = Some(host.into());
+            sink.emit(e);
+        }
+        assert_eq!(sink.dropped(), 1, "the third event does not fit");
+        assert_eq!(rx.recv().await.and_then(|e| e.host).as_deref(), Some("a"));
+        assert_eq!(rx.recv().await.and_then(|e| e.host).as_deref(), Some("b"));
+        sink.emit(Event::new("sb", EventKind::Dns, EventDecision::Allow));
+        assert_eq!(rx.recv().await.map(|e| e.kind), Some(EventKind::Dns), "room again after draining");
+        drop(rx);
+        sink.emit(Event::new("sb", EventKind::Dns, EventDecision::Allow));
+        assert_eq!(sink.dropped(), 2, "a closed receiver drops too, without blocking");
+        assert_eq!(format!("{sink:?}"), "EventSink { target: \"channel\" }");
     }
 
     #[test]

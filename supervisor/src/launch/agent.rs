@@ -112,11 +112,13 @@ fn install_seccomp(filters: &Filters, report: &mut EnforcementReport) -> Result<
     Ok(None)
 }
 
-/// Runs in the forked agent process; never returns.
+/// Runs in the forked agent process; never returns. `landlock_spec` is the policy's, without the rules
+/// for hidden paths (sandbox init's `without_hidden`).
 /// The control channel and every other descriptor of init are close-on-exec (and marked so again here):
 /// the command never sees them.
 pub(super) fn run(
     spec: &SandboxSpec,
+    landlock_spec: &landlock::LandlockSpec,
     options: LaunchOptions,
     mut report: EnforcementReport,
     filters: &Filters,
@@ -128,7 +130,7 @@ pub(super) fn run(
         }
     };
     step("signals", process::reset_signals_for_exec().map_err(|e| error_chain(&e)));
-    let mut prepared = match landlock::prepare(&spec.landlock) {
+    let mut prepared = match landlock::prepare(landlock_spec) {
         Ok(p) => p,
         Err(e) => abort(&chan, "landlock (opening paths)", error_chain(&e), EXIT_SETUP_FAILED),
     };

@@ -4,11 +4,15 @@
 //! The launch stage is spawned, then waited for, by one dedicated thread that lives exactly as long as the
 //! stage: the stage's parent-death signal (`PR_SET_PDEATHSIG`) fires when the thread that forked it exits,
 //! so the caller's thread may return at once without killing the sandbox.
+//!
+//! The stage's stdin, stdout and stderr are inherited by sandbox init and the agent. Standalone mode lets
+//! them inherit the supervisor's (the agent talks to the caller's terminal); gateway-driven mode gives
+//! `/dev/null` and two pipes ([`Control::launch_with_stdio`]) whose lines it forwards to the gateway.
 
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -51,7 +55,23 @@ fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
+/// Where the launch stage's standard descriptors come from; sandbox init and the agent inherit them.
+struct StageStdio {
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+}
+
 pub(super) fn start(spec: &SandboxSpec, options: LaunchOptions) -> Result<Launched, LaunchError> {
+    let inherit = StageStdio { stdin: Stdio::inherit(), stdout: Stdio::inherit(), stderr: Stdio::inherit() };
+    start_with(spec, options, inherit)
+}
+
+fn start_with(
+    spec: &SandboxSpec,
+    options: LaunchOptions,
+    stdio: StageStdio,
+) -> Result<Launched, LaunchError> {
     let (ours, theirs) = fdpass::seqpacket_pair().map_err(LaunchError::Channel)?;
     let (spawned_tx, spawned_rx) = sync_channel::<std::io::Result<()>>(1);
     let (exit_tx, exit_rx) = sync_channel(1);
@@ -59,7 +79,7 @@ pub(super) fn start(spec: &SandboxSpec, options: LaunchOptions) -> Result<Launch
         .name("sandbox-launch".into())
         .stack_size(128 * 1024)
         .spawn(move || {
-            let child = spawn_stage(theirs);
+            let child = spawn_stage(theirs, stdio);
             match child {
                 Err(e) => {
                     let _ = spawned_tx.send(Err(e));
@@ -100,8 +120,10 @@ pub(super) fn start(spec: &SandboxSpec, options: LaunchOptions) -> Result<Launch
 }
 
 /// Spawns `/proc/self/exe __launch --control-fd N` with an empty environment. The control descriptor is
-/// duplicated without close-on-exec just for the spawn, then closed.
-fn spawn_stage(theirs: OwnedFd) -> std::io::Result<std::process::Child> {
+/// duplicated without close-on-exec just for the spawn, then closed. The `Command` owns `stdio` and drops
+/// it when this returns: the supervisor keeps no copy of the write ends of pipes given to the agent, so
+/// their readers see end-of-file once the sandbox is gone.
+fn spawn_stage(theirs: OwnedFd, stdio: StageStdio) -> std::io::Result<std::process::Child> {
     let inheritable = process::dup_inheritable(theirs.as_fd()).map_err(std::io::Error::other)?;
     let child = Command::new("/proc/self/exe")
         .arg0("openshell-supervisor")
@@ -109,6 +131,9 @@ fn spawn_stage(theirs: OwnedFd) -> std::io::Result<std::process::Child> {
         .arg("--control-fd")
         .arg(inheritable.as_raw_fd().to_string())
         .env_clear()
+        .stdin(stdio.stdin)
+        .stdout(stdio.stdout)
+        .stderr(stdio.stderr)
         .spawn();
     drop(inheritable);
     drop(theirs);
@@ -210,6 +235,19 @@ fn agent_host_pid(init_pid: i32) -> Option<i32> {
 }
 
 impl Control {
+    /// Like [`super::launch`], with the launch stage's (and so the agent's) stdin, stdout and stderr taken
+    /// from `stdin`, `stdout`, `stderr` instead of inherited from the supervisor. Blocking.
+    pub fn launch_with_stdio(
+        spec: &SandboxSpec,
+        options: LaunchOptions,
+        stdin: Stdio,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<Launched, LaunchError> {
+        super::validate(spec)?;
+        start_with(spec, options, StageStdio { stdin, stdout, stderr })
+    }
+
     fn take_exit(&self) -> Result<Receiver<std::io::Result<ExitStatus>>, LaunchError> {
         self.inner.exit.lock().unwrap_or_else(|p| p.into_inner()).take().ok_or(LaunchError::AlreadyWaited)
     }

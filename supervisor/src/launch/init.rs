@@ -9,9 +9,10 @@
 //! uid).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use openshell_supervisor_sys::caps::Capability;
+use openshell_supervisor_sys::landlock::LandlockSpec;
 use openshell_supervisor_sys::mounts::{self, LinuxMountOps, ResolvConf, RootSpec};
 use openshell_supervisor_sys::nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use openshell_supervisor_sys::nix::sys::signal::{SigSet, Signal};
@@ -66,6 +67,12 @@ fn setup_and_serve(
     // SIGCHLD is read from a signalfd in the loop; the agent resets its mask before execve.
     process::block_signals(&[libc::SIGCHLD]).map_err(fail("sandbox init"))?;
     ns::set_hostname(&spec.hostname).map_err(fail("setting the hostname"))?;
+    if spec.chown_workdir {
+        // Still privileged, before anything is mounted; a no-op where the agent's ids are the owner's
+        // already (rootless: they map to the caller's, who made the workdir).
+        mounts::chown_dir(&spec.workdir, spec.uid, spec.gid)
+            .map_err(fail("giving the workdir to the agent (chown_workdir)"))?;
+    }
 
     let root = RootSpec {
         root: spec.root.clone(),
@@ -78,9 +85,11 @@ fn setup_and_serve(
         read_write: spec.landlock.read_write.clone(),
         executable: spec.landlock.executable.clone(),
         protect_git: true,
+        hidden: spec.hidden.clone(),
     };
     let mut root_report = mounts::setup_root(&mut LinuxMountOps::default(), &root)
         .map_err(fail("building the root filesystem"))?;
+    let landlock = without_hidden(&spec.landlock, &root_report.hidden, &spec.workdir, &mut root_report.view);
     let memfd = mounts::memfd_exec_policy(spec.landlock.executable.is_some());
     root_report.view.memfd_exec = memfd.report;
     let extras = seccomp::Extras { memfd_noexec: memfd.needs_seccomp };
@@ -124,7 +133,7 @@ fn setup_and_serve(
     let agent_pid = match process::fork_single_threaded().map_err(fail("forking the agent"))? {
         Forked::Child => {
             drop(report_r);
-            agent::run(spec, options, base, &filters, report_w)
+            agent::run(spec, &landlock, options, base, &filters, report_w)
         }
         Forked::Parent { child } => child,
     };
@@ -150,6 +159,38 @@ fn setup_and_serve(
     privs::clear_bounding_set().map_err(fail("dropping init's capabilities"))?;
     privs::clear_caps_except(&[Capability::CAP_KILL]).map_err(fail("dropping init's capabilities"))?;
     serve(ctrl, agent_pid, net_report.ipv6)
+}
+
+/// The policy's Landlock rules without those for paths at or below a hidden path (outside the workdir
+/// they keep): hidden wins, and such a path does not exist in the view (a `hard_requirement` policy would
+/// fail on it). Dropping a rule only takes rights away. Each dropped path is reported.
+fn without_hidden(
+    spec: &LandlockSpec,
+    hidden: &[mounts::Masked],
+    workdir: &Path,
+    view: &mut mounts::ViewReport,
+) -> LandlockSpec {
+    let mut keep = |paths: &[PathBuf]| -> Vec<PathBuf> {
+        let mut kept = Vec::with_capacity(paths.len());
+        for p in paths {
+            if mounts::is_hidden(hidden, workdir, p) {
+                let note = format!("{}: policy path inside a hidden path, no Landlock rule", p.display());
+                if !view.hidden.contains(&note) {
+                    view.hidden.push(note);
+                }
+            } else {
+                kept.push(p.clone());
+            }
+        }
+        kept
+    };
+    LandlockSpec {
+        read_only: keep(&spec.read_only),
+        read_write: keep(&spec.read_write),
+        executable: spec.executable.as_deref().map(&mut keep),
+        hard_requirement: spec.hard_requirement,
+        bind_ports: spec.bind_ports.clone(),
+    }
 }
 
 /// Path (in this mount namespace) of the first of stdin, stdout, stderr that is a terminal. The path

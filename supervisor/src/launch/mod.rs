@@ -53,6 +53,22 @@ pub struct SandboxSpec {
     /// TCP ports captured on 0.0.0.0 and [::].
     pub capture_ports: Vec<u16>,
     pub hostname: String,
+    /// Host paths the agent must not see even where the policy covers them (the gateway's state
+    /// directory): each appears as an empty, read-only directory (an empty file when it is not a
+    /// directory), so nothing below it can be read or connected to; policy paths below it are neither
+    /// bound nor given Landlock rules. The workdir stays visible (and writable) when it lies inside one,
+    /// its parents as empty directories. Absolute, without `..`, not `/`. A path that does not exist or
+    /// that no policy path covers is skipped (nothing to hide). With a rootfs `root`, only paths below
+    /// `root` (hidden at the same place inside) or below the workdir are in the view; others are skipped.
+    /// The report's `filesystem_view.hidden` says what happened to each.
+    #[serde(default)]
+    pub hidden: Vec<PathBuf>,
+    /// The workdir was created for this sandbox: give it to `uid`/`gid` before the agent starts (the
+    /// directory itself, not its content; never through a symlink; while still privileged). Nothing to do
+    /// when it is theirs already (rootless: the agent's ids map to the caller's); a failure stops the
+    /// sandbox. The workdir must not be a top-level directory such as `/tmp`.
+    #[serde(default)]
+    pub chown_workdir: bool,
 }
 
 /// How the supervisor will observe the sandbox, decided before the launch (not part of the policy).
@@ -187,6 +203,23 @@ fn validate(spec: &SandboxSpec) -> Result<(), LaunchError> {
     if spec.workdir == std::path::Path::new("/") {
         return bad("workdir", "/ cannot be the writable workdir");
     }
+    if spec.chown_workdir && spec.workdir.components().count() < 3 {
+        return bad(
+            "chown_workdir",
+            "the workdir must be a directory made for this sandbox, not a top-level one like /tmp",
+        );
+    }
+    for p in &spec.hidden {
+        let normalised = p.is_absolute()
+            && !p.components().any(|c| c == std::path::Component::ParentDir)
+            && p.components().count() > 1;
+        if !normalised {
+            return Err(LaunchError::InvalidSpec {
+                field: "hidden",
+                reason: format!("{}: must be an absolute path other than /, without '..'", p.display()),
+            });
+        }
+    }
     if spec.hostname.is_empty() || spec.hostname.len() > 64 {
         return bad("hostname", "must be 1 to 64 bytes");
     }
@@ -228,6 +261,8 @@ mod tests {
             dns_port: 53,
             capture_ports: vec![443],
             hostname: "sandbox-t".into(),
+            hidden: vec![],
+            chown_workdir: false,
         }
     }
 
@@ -242,6 +277,23 @@ mod tests {
         assert!(validate(&SandboxSpec { env: vec![("A=B".into(), "c".into())], ..spec() }).is_err());
         assert!(validate(&SandboxSpec { dns_port: 3128, ..spec() }).is_err());
         assert!(validate(&SandboxSpec { capture_ports: vec![443, 0], ..spec() }).is_err());
+    }
+
+    #[test]
+    fn validation_of_hidden_paths_and_chown_workdir() {
+        let hidden = |p: &str| SandboxSpec { hidden: vec!["/var/lib/openshell".into(), p.into()], ..spec() };
+        assert!(validate(&hidden("/root/.local/state/openshell")).is_ok());
+        assert!(validate(&hidden("/root/./x/")).is_ok(), "`.` and trailing slashes are harmless");
+        for bad in ["relative/state", "/var/lib/../../etc", "/", "//", ""] {
+            let err = validate(&hidden(bad)).unwrap_err().to_string();
+            assert!(err.contains("hidden") && err.contains("absolute path other than /"), "{bad:?}: {err}");
+        }
+        let chown = |w: &str| SandboxSpec { workdir: w.into(), chown_workdir: true, ..spec() };
+        assert!(validate(&chown("/var/lib/openshell/sandboxes/x/workdir")).is_ok());
+        assert!(validate(&chown("/home/alice")).is_ok());
+        let err = validate(&chown("/tmp")).unwrap_err().to_string();
+        assert!(err.contains("chown_workdir") && err.contains("top-level"), "{err}");
+        assert!(validate(&SandboxSpec { workdir: "/tmp".into(), chown_workdir: false, ..spec() }).is_ok());
     }
 
     #[test]

@@ -22,6 +22,10 @@
 //! (bound over itself: it can be neither renamed nor removed) and `.git/hooks` and `.git/config` are
 //! bound read-only over themselves: they run on the host when the user runs git.
 //!
+//! Hidden paths (the gateway's state directory) are masked where the view would show them: an empty,
+//! read-only tmpfs (or empty file) is mounted over them after the policy's binds and before the workdir,
+//! which stays visible inside ([`hidden`]). [`chown_dir`] gives a freshly made workdir to the agent.
+//!
 //! Every step goes through [`MountOps`] so that the sequence is unit-tested with a recording fake
 //! ([`setup_root`] is the only place that decides what is mounted where).
 //!
@@ -41,11 +45,15 @@ use serde::{Deserialize, Serialize};
 pub use crate::inroot::{Kind, Make};
 
 mod git;
+mod hidden;
 mod linux;
 mod memfd;
+mod owner;
 
+pub use hidden::{Masked, is_hidden};
 pub use linux::LinuxMountOps;
 pub use memfd::{MemfdExec, forbid_memfd_exec, memfd_exec_policy};
+pub use owner::{Chowned, chown_dir};
 
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
@@ -119,6 +127,16 @@ pub enum MountError {
     MissingMountPoint { path: PathBuf, why: String },
     #[error("invalid path {path}: must be absolute, without '..'")]
     InvalidPath { path: PathBuf },
+    #[error("cannot hide {path}: {why}")]
+    CannotHide { path: PathBuf, why: String },
+    #[error("cannot give {path} to {uid}:{gid}")]
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where a path is looked up: each is an `O_PATH` descriptor that lookups cannot leave.
@@ -158,6 +176,10 @@ pub struct RootSpec {
     pub executable: Option<Vec<PathBuf>>,
     /// Pin `<workdir>/.git` and bind `.git/hooks` and `.git/config` read-only (when `.git` is a directory).
     pub protect_git: bool,
+    /// Host paths the agent must not see even where a listed path covers them: masked by an empty,
+    /// read-only directory (or file) where the view shows them; the workdir stays visible inside one.
+    /// With a rootfs, only those below the rootfs (same place inside) or the host workdir are in the view.
+    pub hidden: Vec<PathBuf>,
 }
 
 /// What happened to `/etc/resolv.conf`.
@@ -192,6 +214,9 @@ pub struct ViewReport {
     /// Whether memfds can be executed ([`memfd_exec_policy`]).
     #[serde(default)]
     pub memfd_exec: String,
+    /// Hidden paths: `PATH: masked (empty directory, read-only)`, or why there was nothing to hide.
+    #[serde(default)]
+    pub hidden: Vec<String>,
 }
 
 /// Result of [`setup_root`].
@@ -199,6 +224,9 @@ pub struct ViewReport {
 pub struct RootReport {
     pub resolv_conf: ResolvConf,
     pub view: ViewReport,
+    /// Every hidden path, resolved inside the sandbox (masked, or not in the view at all): nothing at or
+    /// below them is visible but the workdir's content ([`is_hidden`]).
+    pub hidden: Vec<Masked>,
 }
 
 /// The system calls [`setup_root`] makes. `LinuxMountOps` performs them; tests record them.
@@ -666,14 +694,24 @@ pub fn setup_root(ops: &mut dyn MountOps, spec: &RootSpec) -> Result<RootReport,
     };
     let wd_target = wd.as_ref().map(|r| r.path.clone());
     let plan = plan(ops, spec, wd_target.as_deref(), &mut view)?;
+    let masks = hidden::resolve(ops, spec, wd_target.as_deref(), &mut view)?;
     let mut links = plan.links;
+    // Hidden wins: listed paths and the policy's symlinks at or below a hidden path are left out.
+    links.retain(|(at, _)| !masks.iter().any(|m| at.starts_with(&m.target)));
     if let Some(r) = &wd {
         links.extend(r.links.iter().cloned());
     }
+    let mut binds = plan.binds;
+    binds.retain(|b| {
+        let hidden = hidden::hides(&masks, b);
+        if hidden {
+            view.skipped.push(format!("{}: hidden", b.target.display()));
+        }
+        !hidden
+    });
 
     // `/` listed: the whole root, read-only, replaces the empty skeleton (nothing is owned then).
     let mut mounted: Mounted = vec![(PathBuf::from("/"), true)];
-    let mut binds = plan.binds;
     if binds.first().is_some_and(|b| b.target == Path::new("/")) {
         let b = binds.remove(0);
         let (src, _) = ops.open_in(Base::Root, Path::new("/"))?;
@@ -695,29 +733,20 @@ pub fn setup_root(ops: &mut dyn MountOps, spec: &RootSpec) -> Result<RootReport,
     }
     mount_fresh(ops, &mut mounted, "/tmp", "tmpfs", tmp_flags, Some("mode=1777"))?;
 
-    for b in &binds {
-        let handle = match place(ops, &mounted, &b.target, b.dir)? {
-            Placed::Ready(h) => h,
-            Placed::Not(why) if b.workdir => {
-                return Err(MountError::MissingMountPoint { path: b.target.clone(), why });
-            }
-            Placed::Not(why) => {
-                view.skipped.push(format!("{}: {why}", b.target.display()));
-                continue;
-            }
-        };
-        bind(ops, b.base, &b.source, &handle, &b.target, bind_attrs(b.writable, b.noexec))?;
-        mounted.push((b.target.clone(), false));
-        let mode = if b.writable { "rw" } else { "ro" };
-        view.binds.push(format!("{} {mode}{}", b.target.display(), if b.noexec { " noexec" } else { "" }));
-        if b.noexec {
-            view.noexec.push(b.target.clone());
-        }
-    }
+    // The policy's paths, then the masks of hidden paths around the workdir, then what must stay visible
+    // inside them (the workdir and listings in it), the git protection, the masks inside the workdir.
+    let (inside, outside): (Vec<&Bind>, Vec<&Bind>) =
+        binds.iter().partition(|b| hidden::after_masks(&masks, b));
+    mount_binds(ops, &mut mounted, &outside, &mut view)?;
+    let mut applied = Vec::new();
+    let (in_wd, around): (Vec<&hidden::Mask>, Vec<&hidden::Mask>) = masks.iter().partition(|m| m.in_workdir);
+    hidden::apply(ops, &mut mounted, around.into_iter(), &spec.staging, &mut view, &mut applied)?;
+    mount_binds(ops, &mut mounted, &inside, &mut view)?;
 
     if let (true, Some(w)) = (spec.protect_git, binds.iter().find(|b| b.workdir)) {
         git::protect_git(ops, &mounted, w, &mut view)?;
     }
+    hidden::apply(ops, &mut mounted, in_wd.into_iter(), &spec.staging, &mut view, &mut applied)?;
 
     links.sort();
     links.dedup();
@@ -753,12 +782,43 @@ pub fn setup_root(ops: &mut dyn MountOps, spec: &RootSpec) -> Result<RootReport,
         }
     };
 
-    // The skeleton itself: read-only (what is mounted on it keeps its own flags).
+    // The masks and the skeleton itself: read-only (what is mounted on them keeps its own flags).
+    hidden::seal(ops, &applied)?;
     ops.set_attr(&new_root, false, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
     ops.pivot_root(&new_root)?;
     let cwd = if spec.workdir.is_some() { spec.workdir_target.clone() } else { PathBuf::from("/") };
     ops.chdir(&cwd)?;
-    Ok(RootReport { resolv_conf, view })
+    Ok(RootReport { resolv_conf, view, hidden: masks.iter().map(hidden::Mask::public).collect() })
+}
+
+/// Binds `binds` in order (parents first); a missing mount point skips a listed path (reported) but is
+/// an error for the workdir.
+fn mount_binds(
+    ops: &mut dyn MountOps,
+    mounted: &mut Mounted,
+    binds: &[&Bind],
+    view: &mut ViewReport,
+) -> Result<(), MountError> {
+    for b in binds {
+        let handle = match place(ops, mounted, &b.target, b.dir)? {
+            Placed::Ready(h) => h,
+            Placed::Not(why) if b.workdir => {
+                return Err(MountError::MissingMountPoint { path: b.target.clone(), why });
+            }
+            Placed::Not(why) => {
+                view.skipped.push(format!("{}: {why}", b.target.display()));
+                continue;
+            }
+        };
+        bind(ops, b.base, &b.source, &handle, &b.target, bind_attrs(b.writable, b.noexec))?;
+        mounted.push((b.target.clone(), false));
+        let mode = if b.writable { "rw" } else { "ro" };
+        view.binds.push(format!("{} {mode}{}", b.target.display(), if b.noexec { " noexec" } else { "" }));
+        if b.noexec {
+            view.noexec.push(b.target.clone());
+        }
+    }
+    Ok(())
 }
 
 fn setup_dev(

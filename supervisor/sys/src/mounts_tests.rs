@@ -199,6 +199,7 @@ fn host_spec() -> RootSpec {
         read_write: ["/tmp", "/dev/null", "/home/u/proj"].map(PathBuf::from).to_vec(),
         executable: None,
         protect_git: true,
+        hidden: vec![],
     }
 }
 
@@ -401,4 +402,199 @@ fn canonicalize_stays_inside_and_terminates() {
     let last = canonicalize(&mut r, Base::Root, Path::new("/a"), false).unwrap();
     assert_eq!(last.kind, Some(Kind::Symlink("../../../b".into())));
     assert_eq!(under(Path::new("/r"), Path::new("/etc/x")), PathBuf::from("/r/etc/x"));
+}
+
+/// The gateway's layout: its state directory (database, socket, per-sandbox workdirs) below `/root`.
+fn gateway_root() -> Recorder {
+    let mut r = debian();
+    for (p, k) in [
+        ("/root/.bashrc", Kind::File),
+        ("/root/.local/state/openshell/gateway.db", Kind::File),
+        ("/root/.local/state/openshell/gateway.sock", Kind::File),
+        ("/root/.local/state/openshell/sandboxes/x/workdir/.keep", Kind::File),
+        ("/root/.local/state/openshell/tls", Kind::Symlink("/etc/ssl".into())),
+    ] {
+        r.add(Base::Root, p, k);
+    }
+    r
+}
+
+const STATE: &str = "/root/.local/state/openshell";
+const STATE_WD: &str = "/root/.local/state/openshell/sandboxes/x/workdir";
+
+fn gateway_spec() -> RootSpec {
+    RootSpec {
+        workdir: Some(STATE_WD.into()),
+        workdir_target: STATE_WD.into(),
+        read_only: ["/usr", "/root", "/root/.local/state/openshell/tls"].map(PathBuf::from).to_vec(),
+        // Not redundant below the read-only /root: it would be bound if it were not hidden.
+        read_write: vec![STATE_WD.into(), "/root/.local/state/openshell/gateway.db".into()],
+        hidden: vec![STATE.into()],
+        ..host_spec()
+    }
+}
+
+#[test]
+fn hidden_state_dir_is_an_empty_read_only_mask_with_the_workdir_inside() {
+    let mut r = gateway_root();
+    let report = setup_root(&mut r, &gateway_spec()).unwrap();
+    let mask = format!("mount tmpfs Skeleton:{STATE} tmpfs MS_NOSUID | MS_NODEV | MS_NOEXEC mode=0755");
+    // Policy paths first, then the mask, then the workdir's parents (in the mask) and the workdir.
+    assert!(r.pos("mount Root:/root Skeleton:/root - MS_BIND | MS_REC") < r.pos(&mask), "{:#?}", r.calls);
+    assert!(r.pos(&mask) < r.pos(&format!("make Skeleton:{STATE}/sandboxes Dir")));
+    assert!(r.pos(&format!("make Skeleton:{STATE}/sandboxes/x/workdir Dir")) < r.pos("mount Workdir:/ "));
+    assert!(r.has(&format!("mount Workdir:/ Skeleton:{STATE_WD} - MS_BIND | MS_REC")));
+    assert!(r.has(&format!("setattr Skeleton:{STATE_WD} rec=true 0x6")), "the workdir stays writable");
+    // Sealed read-only (not recursively: the workdir on it keeps its flags) before the pivot.
+    let seal = r.pos(&format!("setattr Skeleton:{STATE} rec=false 0xf"));
+    assert!(r.pos("mount Workdir:/ ") < seal && seal < r.pos("pivot /tmp/root"));
+    // Hidden wins over the policy: listings inside are not bound, its symlinks are not recreated.
+    assert!(!r.has("mount Root:/root/.local/state/openshell/"), "{:#?}", r.calls);
+    assert!(!r.calls.iter().any(|c| c.contains("tls")), "{:#?}", r.calls);
+    assert!(report.view.skipped.contains(&format!("{STATE}/gateway.db: hidden")), "{:?}", report.view);
+    assert_eq!(report.view.hidden, [format!("{STATE}: masked (empty directory, read-only)")]);
+    assert_eq!(report.hidden, [Masked { target: STATE.into(), in_workdir: false }]);
+    assert_eq!(report.view.binds, ["/root ro", "/usr ro", &format!("{STATE_WD} rw")]);
+    // The mask holds nothing but the way to the workdir.
+    let made: Vec<_> = r.calls.iter().filter(|c| c.starts_with(&format!("make Skeleton:{STATE}"))).collect();
+    assert_eq!(made.len(), 3, "{made:#?}");
+}
+
+#[test]
+fn hidden_path_below_a_listed_root_is_masked_too() {
+    let mut r = gateway_root();
+    for p in ["/proc/.keep", "/dev/.keep", "/tmp/.keep"] {
+        r.add(Base::Root, p, Kind::File);
+    }
+    let spec = RootSpec { read_only: vec!["/".into()], ..gateway_spec() };
+    let report = setup_root(&mut r, &spec).unwrap();
+    assert!(
+        r.pos("mount Root:/ /tmp/root - MS_BIND | MS_REC") < r.pos(&format!("mount tmpfs Skeleton:{STATE} "))
+    );
+    assert!(
+        r.pos(&format!("mount tmpfs Skeleton:{STATE} "))
+            < r.pos(&format!("mount Workdir:/ Skeleton:{STATE_WD}"))
+    );
+    assert_eq!(report.view.hidden, [format!("{STATE}: masked (empty directory, read-only)")]);
+}
+
+#[test]
+fn hidden_paths_not_in_the_view_are_skipped() {
+    let mut r = gateway_root();
+    r.add(Base::Root, "/var/lib/openshell/gateway.db", Kind::File);
+    let spec = RootSpec {
+        hidden: ["/var/lib/openshell", "/nonexistent", "/tmp/state", "/proc/1", "/home/u/proj"]
+            .map(PathBuf::from)
+            .to_vec(),
+        read_only: vec!["/usr".into(), "/var/lib/openshell/gateway.db".into()],
+        ..host_spec()
+    };
+    let report = setup_root(&mut r, &spec).unwrap();
+    assert!(!r.calls.iter().any(|c| c.contains("openshell") || c.contains("size=16k")), "{:#?}", r.calls);
+    assert_eq!(
+        report.view.hidden,
+        [
+            "/nonexistent: does not exist",
+            "/tmp/state: the sandbox provides its own /tmp/state (the host's is not in the view)",
+            "/proc/1: the sandbox provides its own /proc/1 (the host's is not in the view)",
+            "/home/u/proj: is the workdir, which stays visible",
+            "/var/lib/openshell: not in the view (no listed path covers it)",
+        ]
+        .map(String::from)
+    );
+    assert!(report.view.skipped.contains(&"/var/lib/openshell/gateway.db: hidden".to_string()));
+}
+
+#[test]
+fn hidden_socket_is_covered_by_an_empty_file() {
+    let mut r = gateway_root();
+    r.add(Base::Root, "/srv/data/gw.sock", Kind::File);
+    let spec =
+        RootSpec { read_only: vec!["/srv".into()], hidden: vec!["/srv/data/gw.sock".into()], ..host_spec() };
+    let report = setup_root(&mut r, &spec).unwrap();
+    assert!(
+        r.pos("file /tmp/hidden-empty 444")
+            < r.pos("mount /tmp/hidden-empty Skeleton:/srv/data/gw.sock - MS_BIND -")
+    );
+    assert!(r.has("setattr Skeleton:/srv/data/gw.sock rec=false 0xf"));
+    assert_eq!(report.view.hidden, ["/srv/data/gw.sock: masked (empty file, read-only)".to_string()]);
+}
+
+#[test]
+fn hidden_path_inside_the_workdir_is_masked_after_it() {
+    let mut r = debian();
+    r.add(Base::Workdir, "/.local/state/openshell/db", Kind::File);
+    r.add(Base::Workdir, "/.git/config", Kind::File);
+    r.add(Base::Workdir, "/docs/a", Kind::File);
+    let spec = RootSpec {
+        // Executable listings in the (then noexec) workdir get mounts of their own.
+        executable: Some(
+            ["/usr", "/home/u/proj/.local/state/openshell/db", "/home/u/proj/docs"]
+                .map(PathBuf::from)
+                .to_vec(),
+        ),
+        hidden: vec!["/home/u/proj/.local/state/openshell".into()],
+        ..host_spec()
+    };
+    let report = setup_root(&mut r, &spec).unwrap();
+    let mask = r.pos("mount tmpfs Skeleton:/home/u/proj/.local/state/openshell tmpfs");
+    assert!(r.pos("mount Workdir:/ Skeleton:/home/u/proj ") < mask);
+    assert!(r.pos("mount Workdir:/.git/config ") < mask, "after the git protection");
+    assert!(!r.has("mount Workdir:/.local"), "{:#?}", r.calls);
+    assert!(r.has("mount Workdir:/docs Skeleton:/home/u/proj/docs "), "other listings stay: {:#?}", r.calls);
+    let m = Masked { target: "/home/u/proj/.local/state/openshell".into(), in_workdir: true };
+    assert_eq!(report.hidden, [m]);
+}
+
+#[test]
+fn hidden_paths_of_a_rootfs_are_host_paths_below_it() {
+    let mut r = Recorder::with_root(&[("/bin/sh", Kind::File), ("/var/lib/secret/key", Kind::File)]);
+    let spec = RootSpec {
+        root: "/srv/rootfs".into(),
+        workdir_target: "/work".into(),
+        workdir: Some("/work".into()),
+        read_only: vec!["/bin".into(), "/var".into()],
+        hidden: vec!["/srv/rootfs/var/lib/secret".into(), "/var/lib/secret".into()],
+        ..host_spec()
+    };
+    let report = setup_root(&mut r, &spec).unwrap();
+    assert!(r.has("mount tmpfs Skeleton:/var/lib/secret tmpfs"), "{:#?}", r.calls);
+    assert_eq!(
+        report.view.hidden,
+        [
+            "/var/lib/secret: not in the view (outside the root filesystem and the workdir)",
+            "/srv/rootfs/var/lib/secret: masked at /var/lib/secret (empty directory, read-only)",
+        ]
+        .map(String::from)
+    );
+}
+
+#[test]
+fn hiding_the_root_or_a_relative_path_is_refused() {
+    for (hidden, root) in [("/", "/"), ("/srv/rootfs", "/srv/rootfs")] {
+        let mut r = debian();
+        let spec = RootSpec { root: root.into(), hidden: vec![hidden.into()], ..host_spec() };
+        let err = setup_root(&mut r, &spec).unwrap_err();
+        assert!(matches!(err, MountError::CannotHide { .. }), "{err}");
+    }
+    let mut r = debian();
+    let spec = RootSpec { hidden: vec!["var/lib".into()], ..host_spec() };
+    assert!(matches!(setup_root(&mut r, &spec), Err(MountError::InvalidPath { .. })));
+}
+
+#[test]
+fn hidden_means_everything_below_but_the_workdir_of_a_mask_around_it() {
+    let masked = [
+        Masked { target: STATE.into(), in_workdir: false },
+        Masked { target: format!("{STATE_WD}/secret").into(), in_workdir: true },
+    ];
+    let wd = Path::new(STATE_WD);
+    assert!(is_hidden(&masked, wd, Path::new(STATE)));
+    assert!(is_hidden(&masked, wd, Path::new("/root/.local/state/openshell/gateway.db")));
+    assert!(is_hidden(&masked, wd, Path::new("/root/.local/state/openshell/sandboxes/x")));
+    assert!(!is_hidden(&masked, wd, Path::new(STATE_WD)));
+    assert!(!is_hidden(&masked, wd, Path::new(&format!("{STATE_WD}/src"))));
+    assert!(is_hidden(&masked, wd, Path::new(&format!("{STATE_WD}/secret/x"))));
+    assert!(!is_hidden(&masked, wd, Path::new("/root/.local/state/openshell2")));
+    assert!(!is_hidden(&masked, wd, Path::new("/root")));
 }

@@ -1,1 +1,3 @@
 mod denials;
+mod hidden;
+mod session;

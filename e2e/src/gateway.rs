@@ -1,0 +1,230 @@
+//! A real gateway for end-to-end tests: started from the staged binary on a per-test state directory,
+//! killed with SIGKILL and restarted at will; gRPC clients over its unix socket; the staged `openshell`
+//! CLI run against it. Dropping it kills the gateway and every supervisor started for its state directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hyper_util::rt::TokioIo;
+use openshell_proto::gateway::v1 as pb;
+use openshell_proto::gateway::v1::gateway_service_client::GatewayServiceClient;
+use openshell_proto::gateway::v1::log_service_client::LogServiceClient;
+use openshell_proto::gateway::v1::sandbox_service_client::SandboxServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::bins;
+
+pub struct GatewayProc {
+    pub state: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    /// Kept alive for the gateway's lifetime (the state lives inside it).
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayProc {
+    /// A fresh state directory and a gateway serving it.
+    pub fn start() -> Result<GatewayProc> {
+        let dir = bins::test_dir("gw-")?;
+        let state = dir.path().join("state");
+        let log = dir.path().join("gateway.log");
+        let mut gw = GatewayProc { state, log, child: None, _dir: dir };
+        gw.spawn()?;
+        Ok(gw)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let s = bins::staging()?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&s.gateway)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--reconcile-interval-ms")
+            .arg("500")
+            .env("OPENSHELL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning the gateway")?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(15))
+    }
+
+    fn wait_ready(&mut self, max: Duration) -> Result<()> {
+        let deadline = Instant::now() + max;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("the gateway exited with {status}: {}", self.log_text());
+            }
+            let ok = rt.block_on(async {
+                let Ok(ch) = self.channel().await else { return false };
+                GatewayServiceClient::new(ch).get_status(pb::GetStatusRequest {}).await.is_ok()
+            });
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the gateway did not become ready: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state.join("gateway.sock")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, no cleanup at all (the socket file stays behind, as after a crash).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    pub async fn channel(&self) -> Result<Channel> {
+        let path = self.socket();
+        let ch = Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+            }))
+            .await?;
+        Ok(ch)
+    }
+
+    pub async fn sandboxes(&self) -> Result<SandboxServiceClient<Channel>> {
+        Ok(SandboxServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn logs(&self) -> Result<LogServiceClient<Channel>> {
+        Ok(LogServiceClient::new(self.channel().await?))
+    }
+
+    /// Runs the staged CLI against this gateway (no auto-start, no user config).
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        self.cli_env(args, &[])
+    }
+
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
+        let s = bins::staging()?;
+        let mut cmd = Command::new(&s.cli);
+        cmd.args(args)
+            .env("OPENSHELL_STATE_DIR", &self.state)
+            .env("OPENSHELL_NO_AUTOSTART", "1")
+            .env("OPENSHELL_CONFIG", self.state.join("no-such-config.yaml"))
+            .env_remove("OPENSHELL_GATEWAY")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run_with_timeout(cmd, Duration::from_secs(120))
+    }
+
+    /// The state directory of one sandbox.
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.state.join("sandboxes").join(id)
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        self.kill9();
+        kill_supervisors_of(&self.socket());
+    }
+}
+
+/// SIGKILL every process whose command line names this gateway socket (the supervisors it started).
+pub fn kill_supervisors_of(socket: &Path) {
+    let needle = socket.display().to_string();
+    for pid in supervisor_pids(&needle) {
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    }
+}
+
+/// Pids of processes whose argv contains `needle`.
+pub fn supervisor_pids(needle: &str) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Runs a command, killing it after `max`.
+pub fn run_with_timeout(mut cmd: Command, max: Duration) -> Result<Output> {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("spawn")?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(max) {
+        Ok(out) => Ok(out?),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            bail!("command timed out after {max:?}")
+        }
+    }
+}
+
+/// Waits until `check` holds for the sandbox (re-read every 20 ms), or fails with its last state.
+pub async fn wait_for(
+    client: &mut SandboxServiceClient<Channel>,
+    name: &str,
+    max: Duration,
+    check: impl Fn(&pb::Sandbox) -> bool,
+) -> Result<pb::Sandbox> {
+    let deadline = Instant::now() + max;
+    loop {
+        let last = client.get_sandbox(pb::GetSandboxRequest { name: name.into() }).await;
+        if let Ok(s) = &last
+            && check(s.get_ref())
+        {
+            return Ok(s.get_ref().clone());
+        }
+        if Instant::now() > deadline {
+            bail!("sandbox {name} did not reach the expected state in {max:?}; last: {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn phase_is(s: &pb::Sandbox, p: pb::Phase) -> bool {
+    s.phase == p as i32
+}
+
+/// All stored log entries of a sandbox (no follow).
+pub async fn all_logs(gw: &GatewayProc, name: &str) -> Result<Vec<pb::LogEntry>> {
+    let mut client = gw.logs().await?;
+    let mut stream =
+        client.get_logs(pb::GetLogsRequest { name: name.into(), ..Default::default() }).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(e) = stream.message().await? {
+        out.push(e);
+    }
+    Ok(out)
+}
