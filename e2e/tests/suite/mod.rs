@@ -6,6 +6,7 @@ mod corpus;
 mod escapes;
 mod exit_codes;
 mod gateway_lifecycle;
+mod gateway_recovery;
 mod harness;
 mod net_deny;
 mod net_positive;
