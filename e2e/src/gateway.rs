@@ -20,6 +20,10 @@ pub struct GatewayProc {
     pub state: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// Extra command-line arguments of the gateway.
+    args: Vec<String>,
+    /// Run the gateway as this uid (via setpriv) instead of root.
+    uid: Option<u32>,
     /// Kept alive for the gateway's lifetime (the state lives inside it).
     _dir: tempfile::TempDir,
 }
@@ -27,10 +31,29 @@ pub struct GatewayProc {
 impl GatewayProc {
     /// A fresh state directory and a gateway serving it.
     pub fn start() -> Result<GatewayProc> {
+        Self::start_with(&[])
+    }
+
+    /// Same, with extra gateway arguments (e.g. `--listen-tcp ADDR`, `--http ADDR`).
+    pub fn start_with(args: &[&str]) -> Result<GatewayProc> {
+        Self::make(args, None)
+    }
+
+    /// A gateway run by the unprivileged test user: its sandboxes are rootless.
+    pub fn start_unprivileged() -> Result<GatewayProc> {
+        Self::make(&[], Some(crate::sandbox::UNPRIV_UID))
+    }
+
+    fn make(args: &[&str], uid: Option<u32>) -> Result<GatewayProc> {
         let dir = bins::test_dir("gw-")?;
         let state = dir.path().join("state");
         let log = dir.path().join("gateway.log");
-        let mut gw = GatewayProc { state, log, child: None, _dir: dir };
+        if let Some(uid) = uid {
+            std::fs::create_dir(&state)?;
+            std::os::unix::fs::chown(&state, Some(uid), Some(uid))?;
+        }
+        let args = args.iter().map(ToString::to_string).collect();
+        let mut gw = GatewayProc { state, log, child: None, args, uid, _dir: dir };
         gw.spawn()?;
         Ok(gw)
     }
@@ -38,7 +61,17 @@ impl GatewayProc {
     fn spawn(&mut self) -> Result<()> {
         let s = bins::staging()?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(&s.gateway)
+        let mut cmd = match self.uid {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", &uid.to_string(), "--regid", &uid.to_string(), "--clear-groups"]);
+                c.arg(&s.gateway);
+                c
+            }
+            None => Command::new(&s.gateway),
+        };
+        let child = cmd
+            .args(&self.args)
             .arg("--state-dir")
             .arg(&self.state)
             .arg("--reconcile-interval-ms")
@@ -131,7 +164,8 @@ impl GatewayProc {
         cmd.args(args)
             .env("OPENSHELL_STATE_DIR", &self.state)
             .env("OPENSHELL_NO_AUTOSTART", "1")
-            .env("OPENSHELL_CONFIG", self.state.join("no-such-config.yaml"))
+            .env_remove("OPENSHELL_CONFIG")
+            .env("XDG_CONFIG_HOME", self.state.join("no-config-home"))
             .env_remove("OPENSHELL_GATEWAY")
             .stdin(Stdio::null());
         for (k, v) in env {
@@ -227,4 +261,53 @@ pub async fn all_logs(gw: &GatewayProc, name: &str) -> Result<Vec<pb::LogEntry>>
         out.push(e);
     }
     Ok(out)
+}
+
+/// Runs the staged CLI against the local gateway of `state` (`OPENSHELL_STATE_DIR`), killing it after
+/// `max`. No user config applies: `OPENSHELL_CONFIG` is removed and `XDG_CONFIG_HOME` points at a
+/// directory that does not exist (an explicit `OPENSHELL_CONFIG` naming a missing file is an error by
+/// design, so it cannot be used to mean "no config"). `autostart: false` sets
+/// `OPENSHELL_NO_AUTOSTART=1`; `true` removes it, so the CLI may start a gateway for `state` itself.
+pub fn cli_at(
+    state: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    autostart: bool,
+    max: Duration,
+) -> Result<Output> {
+    let s = bins::staging()?;
+    let no_config = state.parent().unwrap_or(state).join("no-such-config-home");
+    let mut cmd = Command::new(&s.cli);
+    cmd.args(args)
+        .env("OPENSHELL_STATE_DIR", state)
+        .env_remove("OPENSHELL_CONFIG")
+        .env("XDG_CONFIG_HOME", &no_config)
+        .env_remove("OPENSHELL_GATEWAY")
+        .stdin(Stdio::null());
+    if autostart {
+        cmd.env_remove("OPENSHELL_NO_AUTOSTART");
+    } else {
+        cmd.env("OPENSHELL_NO_AUTOSTART", "1");
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_with_timeout(cmd, max)
+}
+
+impl GatewayProc {
+    /// The staged CLI against this gateway with [`cli_at`] (no auto-start, no user config), killed
+    /// after `max` (a hung command fails the test instead of hanging the suite).
+    pub fn run_cli(&self, args: &[&str], max: Duration) -> Result<Output> {
+        cli_at(&self.state, args, &[], false, max)
+    }
+}
+
+/// Whether `pid` is a live process (a zombie nobody reaped counts as gone).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses (which may itself contain ')').
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
 }

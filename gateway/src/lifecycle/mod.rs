@@ -129,7 +129,7 @@ impl Gateway {
         .await
     }
 
-    async fn log_phase(&self, r: &SandboxRecord) {
+    pub(crate) async fn log_phase(&self, r: &SandboxRecord) {
         let level = if r.phase == Phase::Failed { LogLevel::Error } else { LogLevel::Info };
         let text = format!("phase {}: {}", r.phase.as_str(), r.phase_reason);
         self.append_logs(&r.id, vec![NewLog { time_ms: now_ms(), source: LogSource::Gateway, level, text }])

@@ -29,6 +29,11 @@ pub struct CreateRequest {
     pub policy_yaml: String,
 }
 
+/// Another request is deleting the sandbox: for the caller this is a lost race, like any conflict.
+fn being_deleted(name: &str) -> GatewayError {
+    GatewayError::Conflict(format!("sandbox `{name}` is being deleted by another request"))
+}
+
 fn invalid(msg: impl Into<String>) -> GatewayError {
     GatewayError::InvalidArgument(msg.into())
 }
@@ -139,6 +144,7 @@ impl Gateway {
             enforcement_json: String::new(),
         };
         self.store.create_sandbox(&record, &policy_yaml).await?;
+        self.log_phase(&record).await;
         self.hub.notify(&record.id);
         let provision = Provision {
             sandbox_id: record.id.clone(),
@@ -182,7 +188,7 @@ impl Gateway {
                 )));
             }
             Phase::Deleting => {
-                return Err(GatewayError::WrongPhase(format!("sandbox `{}` is being deleted", record.name)));
+                return Err(being_deleted(&record.name));
             }
         }
         let driver = self.driver(&record.spec.driver)?.clone();
@@ -241,7 +247,7 @@ impl Gateway {
         match record.phase {
             Phase::Stopped => return Ok(record),
             Phase::Deleting => {
-                return Err(GatewayError::WrongPhase(format!("sandbox `{}` is being deleted", record.name)));
+                return Err(being_deleted(&record.name));
             }
             Phase::Provisioning | Phase::Ready | Phase::Disconnected | Phase::Failed => {}
         }
@@ -268,18 +274,23 @@ impl Gateway {
         let instance = Gateway::instance(&claimed);
         driver.stop(&record.id, instance.as_ref(), grace).await?;
         self.sessions.remove(&record.id);
-        self.mutate(&record.id, None, |r| {
-            if r.phase == Phase::Deleting {
-                return false;
-            }
-            r.phase = Phase::Stopped;
-            r.phase_reason = match r.exit_code {
-                Some(code) => format!("stopped by the user (agent exited with status {code})"),
-                None => "stopped by the user".into(),
-            };
-            true
-        })
-        .await
+        let stopped = self
+            .mutate(&record.id, None, |r| {
+                if r.phase == Phase::Deleting {
+                    return false;
+                }
+                r.phase = Phase::Stopped;
+                r.phase_reason = match r.exit_code {
+                    Some(code) => format!("stopped by the user (agent exited with status {code})"),
+                    None => "stopped by the user".into(),
+                };
+                true
+            })
+            .await?;
+        if stopped.phase == Phase::Deleting {
+            return Err(being_deleted(&stopped.name));
+        }
+        Ok(stopped)
     }
 
     pub async fn delete(self: &Arc<Self>, name: &str, expected: Option<u64>) -> Result<String> {
@@ -324,7 +335,7 @@ impl Gateway {
         validate_policy(yaml)?;
         let record = self.find(name).await?;
         if record.phase == Phase::Deleting {
-            return Err(GatewayError::WrongPhase(format!("sandbox `{}` is being deleted", record.name)));
+            return Err(being_deleted(&record.name));
         }
         let mut version = expected.unwrap_or(record.resource_version);
         let (revision, _) = loop {
