@@ -30,7 +30,9 @@ fn gateway_kill9_and_restart_loses_nothing() {
         let mut c = gw.sandboxes().await.unwrap();
         let mut ids = Vec::new();
         for n in names {
-            ids.push(c.create_sandbox(create_req(n, &["/bin/sh", "-c", TICKER])).await.unwrap().into_inner().id);
+            ids.push(
+                c.create_sandbox(create_req(n, &["/bin/sh", "-c", TICKER])).await.unwrap().into_inner().id,
+            );
         }
         for n in names {
             wait_for(&mut c, n, READY_WAIT, |s| phase_is(s, Phase::Ready)).await.unwrap();
@@ -62,9 +64,10 @@ fn gateway_kill9_and_restart_loses_nothing() {
     runtime.block_on(async {
         let mut c = gw.sandboxes().await.unwrap();
         for n in names {
-            let s = wait_for(&mut c, n, Duration::from_secs(10), |s| phase_is(s, Phase::Ready) && s.connected)
-                .await
-                .unwrap();
+            let s =
+                wait_for(&mut c, n, Duration::from_secs(10), |s| phase_is(s, Phase::Ready) && s.connected)
+                    .await
+                    .unwrap();
             let phases: Vec<i32> = s.history.iter().map(|h| h.phase).collect();
             assert!(
                 phases.contains(&(Phase::Disconnected as i32)),
@@ -81,7 +84,9 @@ fn gateway_kill9_and_restart_loses_nothing() {
         let logs = all_logs(&gw, "keep-a").await.unwrap();
         assert!(logs.len() > logs_before, "no logs after the restart ({} <= {logs_before})", logs.len());
         for n in names {
-            c.delete_sandbox(pb::DeleteSandboxRequest { name: n.into(), ..Default::default() }).await.unwrap();
+            c.delete_sandbox(pb::DeleteSandboxRequest { name: n.into(), ..Default::default() })
+                .await
+                .unwrap();
         }
     });
     for id in &ids {
@@ -103,12 +108,15 @@ fn supervisor_kill9_fails_the_sandbox_which_recovers() {
         assert_eq!(pids.len(), 1, "expected one supervisor for {}: {pids:?}", s.id);
         let status = std::process::Command::new("kill").arg("-9").arg(pids[0].to_string()).status().unwrap();
         assert!(status.success());
-        let failed = wait_for(&mut c, "crash", Duration::from_secs(10), |s| phase_is(s, Phase::Failed)).await.unwrap();
+        let failed =
+            wait_for(&mut c, "crash", Duration::from_secs(10), |s| phase_is(s, Phase::Failed)).await.unwrap();
         assert!(failed.phase_reason.contains("signal 9"), "reason does not say why: {}", failed.phase_reason);
         assert!(!failed.connected);
 
         // A FAILED sandbox can be started again...
-        c.start_sandbox(pb::StartSandboxRequest { name: "crash".into(), ..Default::default() }).await.unwrap();
+        c.start_sandbox(pb::StartSandboxRequest { name: "crash".into(), ..Default::default() })
+            .await
+            .unwrap();
         let again = wait_for(&mut c, "crash", READY_WAIT, |s| phase_is(s, Phase::Ready)).await.unwrap();
         assert!(again.connected);
         // ...and after a second crash, deleted.
@@ -116,7 +124,9 @@ fn supervisor_kill9_fails_the_sandbox_which_recovers() {
         assert_eq!(pids.len(), 1, "{pids:?}");
         std::process::Command::new("kill").arg("-9").arg(pids[0].to_string()).status().unwrap();
         wait_for(&mut c, "crash", Duration::from_secs(10), |s| phase_is(s, Phase::Failed)).await.unwrap();
-        c.delete_sandbox(pb::DeleteSandboxRequest { name: "crash".into(), ..Default::default() }).await.unwrap();
+        c.delete_sandbox(pb::DeleteSandboxRequest { name: "crash".into(), ..Default::default() })
+            .await
+            .unwrap();
         let e = c.get_sandbox(pb::GetSandboxRequest { name: "crash".into() }).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
         assert!(!gw.sandbox_dir(&s.id).exists());
@@ -143,8 +153,11 @@ fn a_supervisor_killed_while_the_gateway_is_down_is_failed_at_restart() {
     gw.restart().unwrap();
     runtime.block_on(async {
         let mut c = gw.sandboxes().await.unwrap();
-        let s = wait_for(&mut c, "ghost", Duration::from_secs(10), |s| phase_is(s, Phase::Failed)).await.unwrap();
+        let s =
+            wait_for(&mut c, "ghost", Duration::from_secs(10), |s| phase_is(s, Phase::Failed)).await.unwrap();
         assert!(!s.phase_reason.is_empty(), "FAILED without a reason");
-        c.delete_sandbox(pb::DeleteSandboxRequest { name: "ghost".into(), ..Default::default() }).await.unwrap();
+        c.delete_sandbox(pb::DeleteSandboxRequest { name: "ghost".into(), ..Default::default() })
+            .await
+            .unwrap();
     });
 }
