@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::auth::{AuthLayer, UserAuth};
 use crate::config::{Args, StatePaths};
@@ -53,15 +53,29 @@ pub async fn run(args: Args, state: StatePaths) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let unix = tonic::transport::Server::builder()
-        .layer(AuthLayer::new(UserAuth::PeerUid(owner), Arc::clone(&store)))
-        .add_routes(api::routes(&gateway))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown(stop_rx.clone()));
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(async move { unix.await.context("serving the unix socket") });
+    // Everything is bound before anything is served: once the unix socket answers, every listener the
+    // command line asked for accepts connections and the TLS material exists.
+    let tcp = match args.listen_tcp {
+        Some(addr) => {
+            let material = tls::ensure(&state.tls_dir(), addr).context("preparing TLS material")?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (TLS)"))?;
+            Some((addr, material, listener))
+        }
+        None => None,
+    };
+    let http = match args.http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (HTTP)"))?,
+        ),
+        None => None,
+    };
 
-    if let Some(addr) = args.listen_tcp {
-        let material = tls::ensure(&state.tls_dir(), addr).context("preparing TLS material")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some((addr, material, listener)) = tcp {
         let tls_config = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(
                 &material.server_cert_pem,
@@ -76,18 +90,20 @@ pub async fn run(args: Args, state: StatePaths) -> anyhow::Result<()> {
             .context("TLS configuration")?
             .layer(AuthLayer::new(users, Arc::clone(&store)))
             .add_routes(api::routes(&gateway))
-            .serve_with_shutdown(addr, shutdown(stop_rx.clone()));
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown(stop_rx.clone()));
         tasks.spawn(async move { tcp.await.with_context(|| format!("serving TLS on {addr}")) });
         tracing::info!("listening on {addr} (TLS)");
     }
-    if let Some(addr) = args.http {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr} (HTTP)"))?;
+    if let Some(listener) = http {
         let gateway = Arc::clone(&gateway);
         let rx = stop_rx.clone();
         tasks.spawn(async move { health::serve(listener, gateway, shutdown(rx)).await });
     }
+    let unix = tonic::transport::Server::builder()
+        .layer(AuthLayer::new(UserAuth::PeerUid(owner), Arc::clone(&store)))
+        .add_routes(api::routes(&gateway))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown(stop_rx.clone()));
+    tasks.spawn(async move { unix.await.context("serving the unix socket") });
 
     write_pid_file(&state.pid_file())?;
     tracing::info!("gateway ready on {} (pid {})", socket.display(), std::process::id());
