@@ -11,6 +11,7 @@
 //! Residual risk: the corpus covers what it lists; an escape no case attempts is not detected.
 #![forbid(unsafe_code)]
 
+pub mod bench_gateway;
 pub mod bins;
 pub mod dnswire;
 pub mod elf;

@@ -1,8 +1,9 @@
-//! `bench [--n N] [--bulk-mib M] [--bulk-rounds R] [--only SECTION,...]` (as root): the figures
+//! `bench [--n N] [--bulk-mib M] [--bulk-rounds R] [--gateway-n G] [--gateway-idle I] [--cli-runs C]
+//! [--only SECTION,...]` (as root): the figures
 //! issue 2 asks for, measured on the real supervisor against the fake internet (never a real
 //! network), each printed as p50/p95 next to its target and whether it is met.
 //!
-//! Sections (`--only start,latency,keepalive,bulk,rss,decision`):
+//! Sections (`--only start,latency,keepalive,bulk,rss,decision,gateway`):
 //! - `start`: `run -- /bin/true` start-to-exit (spawn to `waitpid`, no polling), minus `ip netns
 //!   exec NS /bin/true` measured the same way (the harness's own cost);
 //! - `latency`: one request over a new connection, HTTP via the forward proxy and HTTPS via CONNECT,
@@ -12,7 +13,10 @@
 //!   (each tunnel run compared with the direct run just before it);
 //! - `rss`: supervisor RSS idle and with 100 open tunnels that each carried data;
 //! - `decision`: `NetworkEngine::evaluate` (uncached) and `decide` (cached) on the example policies,
-//!   in-process.
+//!   in-process;
+//! - `gateway`: a real gateway with the local driver ([`openshell_e2e::bench_gateway`]): create ->
+//!   READY and delete of G sandboxes (default 50), policy revision push -> ack (G pushes), then I idle
+//!   READY sandboxes (default 500): `openshell sandbox list` (C runs, default 20) and the gateway's RSS.
 //!
 //! A figure is only printed for a setup proven to work: exit statuses, `200`s, body sizes and
 //! contents, the supervisor's allow events and (bulk) the byte count its tunnel reported. A
@@ -25,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use openshell_e2e::bench_gateway::{GatewayBench, Line, Target};
 use openshell_e2e::events::Event;
 use openshell_e2e::netns::{self, FakeNet, FakeNetOpts, Netns};
 use openshell_e2e::policy::Endpoint;
@@ -533,6 +538,21 @@ fn decision(rounds: usize) -> Result<()> {
     Ok(())
 }
 
+/// Prints a line of the gateway figures in this bench's format.
+fn gateway_line(l: Line) {
+    match l {
+        Line::Row { what, samples, unit, decimals, target } => {
+            let goal = match target {
+                Target::AtMost(t) => Goal::AtMost(t),
+                Target::AtLeast(t) => Goal::AtLeast(t),
+                Target::None => Goal::None,
+            };
+            row(&what, stat(samples), unit, decimals, goal);
+        }
+        Line::Note { what, text } => note(&what, &text),
+    }
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
@@ -540,6 +560,9 @@ fn main() -> Result<()> {
     let n = num("--n", 200);
     let mib = num("--bulk-mib", 1024);
     let rounds = num("--bulk-rounds", 7).max(1);
+    let gateway_n = num("--gateway-n", 50).max(1);
+    let gateway_idle = num("--gateway-idle", 500).max(1);
+    let cli_runs = num("--cli-runs", 20).max(1);
     let only: Vec<String> =
         opt("--only").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default();
     let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
@@ -580,6 +603,17 @@ fn main() -> Result<()> {
     }
     if want("decision") {
         step("decision evaluation", decision(50));
+    }
+    if want("gateway") {
+        match GatewayBench::start() {
+            Err(e) => step("gateway", Err(e)),
+            Ok(g) => {
+                let out = &mut gateway_line;
+                step("gateway create/delete", g.create_delete(gateway_n, out));
+                step("gateway policy push", g.policy_push(gateway_n, out));
+                step("gateway with idle sandboxes", g.idle(gateway_idle, cli_runs, out));
+            }
+        }
     }
     if failed > 0 {
         bail!("{failed} measurement(s) failed");

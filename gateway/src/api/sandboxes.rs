@@ -61,8 +61,16 @@ impl SandboxService for Api {
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
         let labels = req.into_inner().labels.into_iter().collect();
         let records = self.0.list(&labels).await?;
-        let sandboxes =
-            records.iter().map(|r| convert::sandbox(r, self.0.sessions.is_connected(&r.id), &[])).collect();
+        // Without the enforcement reports (about 4 KB each; GetSandbox has them): a list of thousands of
+        // sandboxes must stay far below the 4 MiB message limit.
+        let sandboxes = records
+            .iter()
+            .map(|r| {
+                let mut s = convert::sandbox(r, self.0.sessions.is_connected(&r.id), &[]);
+                s.enforcement_json.clear();
+                s
+            })
+            .collect();
         Ok(Response::new(pb::ListSandboxesResponse { sandboxes }))
     }
 

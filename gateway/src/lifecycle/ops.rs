@@ -317,7 +317,8 @@ impl Gateway {
         for _ in 0..16 {
             let Some(current) = self.store.get_sandbox(&record.id).await? else { break };
             match self.store.delete_sandbox(&current.id, current.resource_version).await {
-                Ok(()) => break,
+                // NotFound: a concurrent finisher (the reconciler) removed it first; the goal is met.
+                Ok(()) | Err(crate::store::StoreError::NotFound(_)) => break,
                 Err(crate::store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
