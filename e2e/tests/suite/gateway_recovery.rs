@@ -161,3 +161,21 @@ fn a_supervisor_killed_while_the_gateway_is_down_is_failed_at_restart() {
             .unwrap();
     });
 }
+
+#[test]
+fn orphaned_instances_are_removed_by_the_reconciler() {
+    if !require_root("gateway_recovery::orphaned_instances_are_removed_by_the_reconciler") {
+        return;
+    }
+    let mut gw = GatewayProc::start().unwrap();
+    // State the store knows nothing about (left by a crash between the driver's create and the store).
+    let orphan = gw.state.join("sandboxes/sbx-00000000deadbeef");
+    std::fs::create_dir_all(orphan.join("workdir")).unwrap();
+    std::fs::write(orphan.join("workdir/leftover"), "x").unwrap();
+    gw.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while orphan.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!orphan.exists(), "the reconciler left an orphaned instance behind");
+}
