@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod drivers;
 pub mod errors;
+pub mod files;
 pub mod health;
 pub mod lifecycle;
 pub mod model;

@@ -150,7 +150,6 @@ async fn refuse_if_running(socket: &Path) -> anyhow::Result<()> {
 }
 
 fn write_pid_file(path: &Path) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("gateway.pid");
-    tls::write_private(dir, name, &format!("{}\n", std::process::id()))
+    crate::files::write_private(path, format!("{}\n", std::process::id()).as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

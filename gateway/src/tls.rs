@@ -3,7 +3,6 @@
 //! every start for the current address). Clients trust `ca.pem`.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -89,20 +88,8 @@ fn read(dir: &Path, name: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(name)).ok()
 }
 
-/// Writes `dir/name` atomically (temp file, fsync, rename) with mode 0600.
-pub(crate) fn write_private(dir: &Path, name: &str, content: &str) -> anyhow::Result<()> {
-    use std::io::Write;
+fn write_private(dir: &Path, name: &str, content: &str) -> anyhow::Result<()> {
     let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::files::write_private(&path, content.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

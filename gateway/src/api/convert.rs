@@ -2,7 +2,9 @@
 
 use openshell_proto::gateway::v1 as pb;
 
-use crate::model::{LogLevel, LogRecord, LogSource, Phase, PhaseTransition, SandboxRecord, SandboxSpec};
+use crate::model::{
+    LogLevel, LogRecord, LogSource, Phase, PhaseTransition, PolicyRevisionRecord, SandboxRecord, SandboxSpec,
+};
 
 pub fn phase(p: Phase) -> pb::Phase {
     match p {
@@ -99,4 +101,8 @@ pub fn log_level_from_pb(v: i32) -> Option<LogLevel> {
         pb::LogLevel::Warn => Some(LogLevel::Warn),
         pb::LogLevel::Error => Some(LogLevel::Error),
     }
+}
+
+pub fn policy_revision(r: PolicyRevisionRecord) -> pb::PolicyRevision {
+    pb::PolicyRevision { revision: r.revision, yaml: r.yaml, created_at_ms: r.created_at_ms }
 }

@@ -147,11 +147,7 @@ impl SandboxService for Api {
     ) -> Result<Response<pb::PolicyRevision>, Status> {
         let req = req.into_inner();
         let rev = self.0.update_policy(&req.name, &req.policy_yaml, req.resource_version).await?;
-        Ok(Response::new(pb::PolicyRevision {
-            revision: rev.revision,
-            yaml: rev.yaml,
-            created_at_ms: rev.created_at_ms,
-        }))
+        Ok(Response::new(convert::policy_revision(rev)))
     }
 
     async fn get_policy(
@@ -172,10 +168,6 @@ impl SandboxService for Api {
                     record.name, req.revision
                 ))
             })?;
-        Ok(Response::new(pb::PolicyRevision {
-            revision: rev.revision,
-            yaml: rev.yaml,
-            created_at_ms: rev.created_at_ms,
-        }))
+        Ok(Response::new(convert::policy_revision(rev)))
     }
 }

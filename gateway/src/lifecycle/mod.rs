@@ -3,6 +3,7 @@
 //! [`Gateway::mutate`], an optimistic-concurrency read-modify-write that also records phase changes in
 //! the sandbox's log and wakes watchers. See `architecture/gateway.md` for the phase diagram.
 
+pub mod busy;
 pub mod hub;
 pub mod ops;
 pub mod reconcile;
@@ -30,6 +31,8 @@ pub struct Gateway {
     drivers: BTreeMap<&'static str, Arc<dyn ComputeDriver>>,
     pub sessions: Sessions,
     pub hub: Hub,
+    /// Sandboxes with a user operation in progress (the reconciler waits for them).
+    pub busy: busy::Busy,
     /// Where supervisors of local sandboxes dial the gateway.
     supervisor_endpoint: String,
     pub state_dir: PathBuf,
@@ -48,6 +51,7 @@ impl Gateway {
             drivers: drivers.into_iter().map(|d| (d.name(), d)).collect(),
             sessions: Sessions::default(),
             hub: Hub::default(),
+            busy: busy::Busy::default(),
             supervisor_endpoint,
             state_dir,
             started_at_ms: now_ms(),

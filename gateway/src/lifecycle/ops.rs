@@ -11,7 +11,7 @@ use openshell_proto::supervisor::v1::{GatewayMessage, PolicyPush, Stop, gateway_
 
 use super::{DEFAULT_STOP_GRACE, Gateway};
 use crate::auth;
-use crate::drivers::Provision;
+use crate::drivers::{DriverError, Instance, Provision};
 use crate::errors::{GatewayError, Result};
 use crate::model::{Phase, PolicyRevisionRecord, SandboxRecord, SandboxSpec, now_ms};
 use crate::names;
@@ -126,8 +126,10 @@ impl Gateway {
 
         let secret = auth::new_secret();
         let now = now_ms();
+        let id = names::generate_id();
+        let _busy = self.busy.claim(&id);
         let record = SandboxRecord {
-            id: names::generate_id(),
+            id,
             name,
             spec: spec.clone(),
             phase: Phase::Provisioning,
@@ -153,31 +155,43 @@ impl Gateway {
             gateway_endpoint: self.supervisor_endpoint.clone(),
         };
         match driver.create(&provision).await {
+            Err(DriverError::InvalidSpec(msg)) => {
+                // Nothing was started: leave no trace of the request.
+                let _ = self.store.delete_sandbox(&record.id, record.resource_version).await;
+                self.hub.notify(&record.id);
+                Err(invalid(msg))
+            }
+            started => self.record_start(&record.id, started, "creating").await,
+        }
+    }
+
+    /// After a create or start: stores the instance the driver started (so that it can be found again
+    /// after a restart), or records why it could not start.
+    async fn record_start(
+        &self,
+        id: &str,
+        started: std::result::Result<Instance, DriverError>,
+        claimed_reason: &str,
+    ) -> Result<SandboxRecord> {
+        match started {
             Ok(instance) => {
                 let state = serde_json::to_string(&instance).unwrap_or_default();
-                self.mutate(&record.id, None, |r| {
+                self.mutate(id, None, |r| {
                     r.driver_state.clone_from(&state);
-                    if r.phase_reason == "creating" {
+                    if r.phase_reason == claimed_reason {
                         r.phase_reason = "supervisor starting".into();
                     }
                     true
                 })
                 .await
             }
-            Err(crate::drivers::DriverError::InvalidSpec(msg)) => {
-                // Nothing was started: leave no trace of the request.
-                let _ = self.store.delete_sandbox(&record.id, record.resource_version).await;
-                self.hub.notify(&record.id);
-                Err(invalid(msg))
-            }
-            Err(e) => {
-                self.set_phase(&record.id, Phase::Failed, format!("the driver could not start it: {e}")).await
-            }
+            Err(e) => self.set_phase(id, Phase::Failed, format!("the driver could not start it: {e}")).await,
         }
     }
 
     pub async fn start(self: &Arc<Self>, name: &str, expected: Option<u64>) -> Result<SandboxRecord> {
         let record = self.find(name).await?;
+        let _busy = self.busy.claim(&record.id);
         let expected = Some(expected.unwrap_or(record.resource_version));
         match record.phase {
             Phase::Stopped | Phase::Failed | Phase::Disconnected => {}
@@ -218,22 +232,8 @@ impl Gateway {
             secret,
             gateway_endpoint: self.supervisor_endpoint.clone(),
         };
-        match driver.start(&provision).await {
-            Ok(instance) => {
-                let state = serde_json::to_string(&instance).unwrap_or_default();
-                self.mutate(&record.id, None, |r| {
-                    r.driver_state.clone_from(&state);
-                    if r.phase_reason == "starting" {
-                        r.phase_reason = "supervisor starting".into();
-                    }
-                    true
-                })
-                .await
-            }
-            Err(e) => {
-                self.set_phase(&record.id, Phase::Failed, format!("the driver could not start it: {e}")).await
-            }
-        }
+        let started = driver.start(&provision).await;
+        self.record_start(&record.id, started, "starting").await
     }
 
     pub async fn stop(
@@ -243,6 +243,7 @@ impl Gateway {
         grace: Option<Duration>,
     ) -> Result<SandboxRecord> {
         let record = self.find(name).await?;
+        let _busy = self.busy.claim(&record.id);
         let expected = Some(expected.unwrap_or(record.resource_version));
         match record.phase {
             Phase::Stopped => return Ok(record),
@@ -295,6 +296,7 @@ impl Gateway {
 
     pub async fn delete(self: &Arc<Self>, name: &str, expected: Option<u64>) -> Result<String> {
         let record = self.find(name).await?;
+        let _busy = self.busy.claim(&record.id);
         let expected = Some(expected.unwrap_or(record.resource_version));
         let claimed = self
             .mutate(&record.id, expected, |r| {

@@ -10,9 +10,6 @@ use super::Gateway;
 use crate::drivers::InstanceState;
 use crate::model::Phase;
 
-/// How long a request handler may take to finish a create or delete before the reconciler steps in.
-const IN_PROGRESS_MS: i64 = 30_000;
-
 impl Gateway {
     /// One pass. `at_start`: the gateway just started, so no session exists yet and every live instance
     /// is Disconnected until its supervisor reconnects.
@@ -25,12 +22,10 @@ impl Gateway {
             }
         };
         let known: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
-        let now = crate::model::now_ms();
         for record in records {
-            // A create or delete still in progress in a request handler is not ours to judge: the
-            // instance is recorded (or the record removed) when that request finishes.
-            let recent = now - record.updated_at_ms < IN_PROGRESS_MS;
-            if (record.phase == Phase::Deleting || record.driver_state.is_empty()) && recent && !at_start {
+            // An operation in progress in a request handler finishes the job itself (records the
+            // instance, removes the record); judging it half-way would be wrong.
+            if self.busy.contains(&record.id) {
                 continue;
             }
             if record.phase == Phase::Deleting {

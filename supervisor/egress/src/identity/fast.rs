@@ -109,8 +109,8 @@ mod tests {
         assert!(resolver.lookup_fast(peer, ours).is_none(), "still no sock_diag");
     }
 
-    #[test]
-    fn fast_path_answers_like_the_slow_one_for_a_recent_owner() {
+    /// A resolver for this process's own sockets (this process plays sandbox init), with sock_diag.
+    pub(super) fn own_resolver() -> (IdentityResolver, i32) {
         use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
         let me = i32::try_from(std::process::id()).unwrap();
         let diag = socket(
@@ -120,7 +120,12 @@ mod tests {
             SockProtocol::NetlinkSockDiag,
         )
         .unwrap();
-        let resolver = IdentityResolver::new(IdentitySource::SandboxInit { init_pid: me }, Some(diag));
+        (IdentityResolver::new(IdentitySource::SandboxInit { init_pid: me }, Some(diag)), me)
+    }
+
+    #[test]
+    fn fast_path_answers_like_the_slow_one_for_a_recent_owner() {
+        let (resolver, _) = own_resolver();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let first = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, peer) = listener.accept().unwrap();
@@ -159,16 +164,7 @@ mod perf {
     #[test]
     #[ignore = "measurement"]
     fn fast_path_cost() {
-        use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
-        let me = i32::try_from(std::process::id()).unwrap();
-        let diag = socket(
-            AddressFamily::Netlink,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkSockDiag,
-        )
-        .unwrap();
-        let r = IdentityResolver::new(IdentitySource::SandboxInit { init_pid: me }, Some(diag));
+        let (r, me) = super::tests::own_resolver();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (a, peer) = l.accept().unwrap();
