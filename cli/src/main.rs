@@ -9,6 +9,7 @@ mod exit;
 mod names;
 mod output;
 mod progress;
+mod terminal;
 
 use std::process::ExitCode;
 

@@ -275,6 +275,17 @@ pub fn cli_at(
     autostart: bool,
     max: Duration,
 ) -> Result<Output> {
+    let mut cmd = cli_command(state, args, autostart)?;
+    cmd.stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_with_timeout(cmd, max)
+}
+
+/// The staged CLI with `args` against the local gateway of `state`, environment as [`cli_at`] describes;
+/// stdio left to the caller.
+pub fn cli_command(state: &Path, args: &[&str], autostart: bool) -> Result<Command> {
     let s = bins::staging()?;
     let no_config = state.parent().unwrap_or(state).join("no-such-config-home");
     let mut cmd = Command::new(&s.cli);
@@ -282,17 +293,13 @@ pub fn cli_at(
         .env("OPENSHELL_STATE_DIR", state)
         .env_remove("OPENSHELL_CONFIG")
         .env("XDG_CONFIG_HOME", &no_config)
-        .env_remove("OPENSHELL_GATEWAY")
-        .stdin(Stdio::null());
+        .env_remove("OPENSHELL_GATEWAY");
     if autostart {
         cmd.env_remove("OPENSHELL_NO_AUTOSTART");
     } else {
         cmd.env("OPENSHELL_NO_AUTOSTART", "1");
     }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    run_with_timeout(cmd, max)
+    Ok(cmd)
 }
 
 impl GatewayProc {

@@ -23,5 +23,6 @@ pub mod policy;
 pub mod probe_bench;
 pub mod probe_net;
 pub mod probe_out;
+pub mod pty;
 pub mod sandbox;
 pub mod ws;

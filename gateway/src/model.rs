@@ -64,6 +64,9 @@ pub struct SandboxSpec {
     pub labels: BTreeMap<String, String>,
     /// Compute driver name ("local").
     pub driver: String,
+    /// The agent runs on a pseudo-terminal reached with Attach.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// One sandbox as stored.

@@ -96,6 +96,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         lookup_env: &lookup,
         hidden: &args.hide,
         chown_workdir: false,
+        controlling_tty: false,
     };
     let events = match &args.events {
         Some(path) => EventSink::file(path)

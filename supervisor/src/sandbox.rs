@@ -97,6 +97,13 @@ pub struct Plan {
     root: PathBuf,
 }
 
+impl Plan {
+    /// The agent's uid and gid (inside the sandbox's user namespace when rootless).
+    pub fn agent_ids(&self) -> (u32, u32) {
+        (self.spec.uid, self.spec.gid)
+    }
+}
+
 /// Resolves the policy's binaries inside the root, builds the launch spec and compiles generation 1 of
 /// the network decisions.
 pub fn plan(policy: Policy, inputs: &RunInputs<'_>) -> Result<Plan, StartError> {

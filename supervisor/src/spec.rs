@@ -53,6 +53,8 @@ pub struct RunInputs<'a> {
     pub hidden: &'a [PathBuf],
     /// Whether the workdir was created for this sandbox and should be given to the agent.
     pub chown_workdir: bool,
+    /// stdin is a terminal that becomes the agent's controlling terminal (`tty` launches).
+    pub controlling_tty: bool,
 }
 
 /// Builds the launch spec. Pure apart from reading the root filesystem's account files.
@@ -88,6 +90,7 @@ pub fn sandbox_spec(policy: &Policy, inputs: &RunInputs<'_>) -> SandboxSpec {
         hostname: hostname_for(inputs.sandbox_id),
         hidden: inputs.hidden.to_vec(),
         chown_workdir: inputs.chown_workdir,
+        controlling_tty: inputs.controlling_tty,
     }
 }
 
@@ -172,6 +175,7 @@ mod tests {
             lookup_env: &lookup,
             hidden: &[],
             chown_workdir: false,
+            controlling_tty: false,
         };
         let spec = sandbox_spec(&p, &inputs);
         let get = |k: &str| spec.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -199,6 +203,7 @@ mod tests {
             lookup_env: &lookup,
             hidden: &[],
             chown_workdir: false,
+            controlling_tty: false,
         };
         let spec = sandbox_spec(&p, &inputs);
         assert_eq!((spec.uid, spec.gid), (2000, 3000));

@@ -18,8 +18,8 @@ use openshell_proto::gateway::v1::{
 use tokio::signal::unix::{SignalKind, signal};
 use tonic::{Code, Status, Streaming};
 
-use super::Ctx;
 use super::logs::summarize_event;
+use super::{Ctx, attach};
 use crate::client::Gateway;
 use crate::exit::{CliError, OK, OTHER, sanitize};
 use crate::names::{PairKind, parse_pairs, validate_name};
@@ -54,22 +54,65 @@ pub struct CreateArgs {
     /// Return once the sandbox is ready (printing its name) instead of following the agent.
     #[arg(long)]
     pub detach: bool,
-    /// The agent's command, after `--`.
+    /// Run the agent on a terminal and attach to it (the default without a command, or when stdin and
+    /// stdout are terminals and --detach is not given).
+    #[arg(short = 't', long, conflicts_with = "no_tty")]
+    pub tty: bool,
+    /// Run the agent with its output in the logs, never on a terminal.
+    #[arg(long)]
+    pub no_tty: bool,
+    /// The agent's command, after `--` (the default: your login shell, on a terminal).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
+/// What the request takes from where the CLI runs.
+pub struct Host {
+    /// stdin and stdout are terminals.
+    pub on_terminal: bool,
+    /// `$SHELL`.
+    pub shell: Option<String>,
+    /// `$TERM`.
+    pub term: Option<String>,
+}
+
+impl Host {
+    pub fn from_env(env: &dyn crate::config::Env) -> Host {
+        Host {
+            on_terminal: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+            shell: env.var("SHELL"),
+            term: env.var("TERM"),
+        }
+    }
+
+    /// The user's login shell: `$SHELL` when it is an absolute path, else `/bin/sh`.
+    fn login_shell(&self) -> Vec<String> {
+        let shell = self.shell.clone().filter(|s| s.starts_with('/')).unwrap_or_else(|| "/bin/sh".into());
+        vec![shell, "-l".into()]
+    }
+}
+
+/// Whether the agent runs on a terminal: as asked, else without a command (a shell), else when the user
+/// is at a terminal and stays attached.
+fn wants_tty(args: &CreateArgs, host: &Host) -> bool {
+    args.tty || (!args.no_tty && (args.command.is_empty() || (host.on_terminal && !args.detach)))
+}
+
 /// Builds the request, checking every input first: nothing is sent when something is wrong.
-pub fn build_request(args: &CreateArgs) -> Result<CreateSandboxRequest, CliError> {
+pub fn build_request(args: &CreateArgs, host: &Host) -> Result<CreateSandboxRequest, CliError> {
     if let Some(n) = &args.name {
         validate_name(n).map_err(CliError::Invalid)?;
     }
-    if args.command.is_empty() {
-        return Err(CliError::Invalid(
-            "a command is required after `--` (interactive sessions arrive with `sandbox connect`)".into(),
-        ));
+    if args.command.is_empty() && args.no_tty {
+        return Err(CliError::Invalid("--no-tty needs a command after `--`".into()));
     }
-    let env = parse_pairs(&args.env, PairKind::Env).map_err(CliError::Invalid)?;
+    let tty = wants_tty(args, host);
+    let command = if args.command.is_empty() { host.login_shell() } else { args.command.clone() };
+    let mut env = parse_pairs(&args.env, PairKind::Env).map_err(CliError::Invalid)?;
+    if tty && !env.contains_key("TERM") {
+        let term = host.term.clone().filter(|t| !t.is_empty() && t != "dumb");
+        env.insert("TERM".into(), term.unwrap_or_else(|| "xterm-256color".into()));
+    }
     let labels = parse_pairs(&args.labels, PairKind::Label).map_err(CliError::Invalid)?;
     let policy_yaml = match &args.policy {
         Some(p) => std::fs::read_to_string(p)
@@ -93,7 +136,8 @@ pub fn build_request(args: &CreateArgs) -> Result<CreateSandboxRequest, CliError
     Ok(CreateSandboxRequest {
         name: args.name.clone().unwrap_or_default(),
         spec: Some(SandboxSpec {
-            command: args.command.clone(),
+            command,
+            tty,
             workdir,
             rootfs: String::new(),
             env,
@@ -105,7 +149,8 @@ pub fn build_request(args: &CreateArgs) -> Result<CreateSandboxRequest, CliError
 }
 
 pub async fn run(ctx: &Ctx<'_>, args: CreateArgs) -> Result<u8, CliError> {
-    let req = build_request(&args)?;
+    let req = build_request(&args, &Host::from_env(ctx.env))?;
+    let tty = req.spec.as_ref().is_some_and(|s| s.tty);
     let mut gw = ctx.connect().await?;
     let started = Instant::now();
     let mut progress = Progress::new(std::io::stderr().is_terminal(), ctx.verbose, started);
@@ -125,6 +170,12 @@ pub async fn run(ctx: &Ctx<'_>, args: CreateArgs) -> Result<u8, CliError> {
     progress.step(format!("provisioning {name}"));
     if args.detach {
         wait_ready(&mut gw, &name, &mut progress).await
+    } else if tty {
+        if let Some(code) = await_running(&mut gw, &name, &mut progress).await? {
+            return Ok(code);
+        }
+        let ended = attach::attach(&mut gw, &name).await?;
+        attach::outcome(&mut gw, &name, ended).await
     } else {
         Foreground { gw, name, progress, verbose: ctx.verbose, last_seq: 0, stopping: false }.run().await
     }
@@ -132,6 +183,34 @@ pub async fn run(ctx: &Ctx<'_>, args: CreateArgs) -> Result<u8, CliError> {
 
 /// Follows WatchSandbox until the sandbox is ready (prints its name, exit 0) or fails.
 pub async fn wait_ready(gw: &mut Gateway, name: &str, progress: &mut Progress) -> Result<u8, CliError> {
+    follow_until_ready(gw, name, progress, true).await
+}
+
+/// Before attaching: waits until the agent runs. `Some(code)` when it already ended (a quick command).
+async fn await_running(
+    gw: &mut Gateway,
+    name: &str,
+    progress: &mut Progress,
+) -> Result<Option<u8>, CliError> {
+    follow_until_ready(gw, name, progress, false).await?;
+    let sb = gw
+        .sandboxes
+        .get_sandbox(GetSandboxRequest { name: name.into() })
+        .await
+        .map_err(|s| gw.fail(s))?
+        .into_inner();
+    Ok(match (sb.phase(), sb.exit_code) {
+        (Phase::Stopped, Some(c)) => Some(u8::try_from(c).unwrap_or(OTHER)),
+        _ => None,
+    })
+}
+
+async fn follow_until_ready(
+    gw: &mut Gateway,
+    name: &str,
+    progress: &mut Progress,
+    print_name: bool,
+) -> Result<u8, CliError> {
     let mut watch = match gw.sandboxes.watch_sandbox(WatchSandboxRequest { name: name.into() }).await {
         Ok(w) => w.into_inner(),
         Err(s) => {
@@ -161,7 +240,9 @@ pub async fn wait_ready(gw: &mut Gateway, name: &str, progress: &mut Progress) -
         match sb.phase() {
             Phase::Ready | Phase::Stopped | Phase::Disconnected if became_ready(&sb) => {
                 progress.finish(Some(format!("sandbox {name} ready in {} ms", progress.elapsed_ms())));
-                crate::output::print(&format!("{name}\n"))?;
+                if print_name {
+                    crate::output::print(&format!("{name}\n"))?;
+                }
                 return Ok(OK);
             }
             Phase::Stopped | Phase::Failed => {

@@ -1,5 +1,6 @@
 //! One module per noun; each verb is a function taking the shared [`Ctx`] and returning the exit code.
 
+pub mod attach;
 pub mod completions;
 pub mod create;
 pub mod doctor;

@@ -13,9 +13,9 @@ use openshell_proto::gateway::v1::{
     StopSandboxRequest,
 };
 
-use super::Ctx;
 use super::create::{self, CreateArgs};
 use super::logs::{self, LogsArgs};
+use super::{Ctx, attach};
 use crate::client::Gateway;
 use crate::exit::{CliError, OK};
 use crate::names::{PairKind, parse_pairs};
@@ -40,6 +40,9 @@ pub enum SandboxCommand {
     Start(NameArg),
     /// A sandbox's output and security events (same as `openshell logs`).
     Logs(LogsArgs),
+    /// Attach to the terminal of a sandbox that runs on one (created without a command, or with --tty).
+    #[command(visible_alias = "attach")]
+    Connect(NameArg),
 }
 
 #[derive(Args, Debug)]
@@ -77,6 +80,11 @@ pub struct StopArgs {
 pub async fn run(ctx: &Ctx<'_>, cmd: SandboxCommand) -> Result<u8, CliError> {
     match cmd {
         SandboxCommand::Create(a) => create::run(ctx, a).await,
+        SandboxCommand::Connect(a) => {
+            let mut gw = ctx.connect().await?;
+            let ended = attach::attach(&mut gw, &a.name).await?;
+            attach::outcome(&mut gw, &a.name, ended).await
+        }
         SandboxCommand::List(a) => list(ctx, a).await,
         SandboxCommand::Get(a) => get(ctx, a).await,
         SandboxCommand::Delete(a) => delete(ctx, a).await,

@@ -170,6 +170,14 @@ fn check_version(sb: &Sandbox, want: Option<u64>) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl SandboxService for Svc {
+    type AttachStream = Pin<Box<dyn Stream<Item = Result<AttachOutput, Status>> + Send>>;
+
+    /// Attach is covered end to end through the real gateway on a real terminal (e2e `gateway_tty`).
+    async fn attach(&self, _r: Request<tonic::Streaming<AttachInput>>) -> Rpc<Self::AttachStream> {
+        self.record("Attach".to_string());
+        Err(Status::failed_precondition("the fake gateway has no terminals"))
+    }
+
     async fn create_sandbox(&self, r: Request<CreateSandboxRequest>) -> Rpc<Sandbox> {
         let r = r.into_inner();
         let name = if r.name.is_empty() { "generated-1".to_string() } else { r.name.clone() };

@@ -50,14 +50,15 @@ fn invalid_name_exits_2_before_connecting() {
 }
 
 #[test]
-fn missing_command_exits_2() {
+fn no_tty_without_a_command_exits_2() {
+    // Without a command the agent is the login shell on a terminal; refusing the terminal leaves nothing.
     let dir = tempfile::tempdir().unwrap();
-    let out = openshell(dir.path(), &["sandbox", "create", "--name", "a"]);
+    let out = openshell(dir.path(), &["sandbox", "create", "--name", "a", "--no-tty"]);
     assert_eq!(code(&out), 2);
-    assert_eq!(
-        stderr(&out),
-        "openshell: a command is required after `--` (interactive sessions arrive with `sandbox connect`)\n"
-    );
+    assert_eq!(stderr(&out), "openshell: --no-tty needs a command after `--`\n");
+    let out = openshell(dir.path(), &["sandbox", "create", "--tty", "--no-tty", "--", "true"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
 }
 
 #[test]

@@ -351,7 +351,7 @@ fn exit_codes_for_bad_input_unknown_sandboxes_and_no_gateway() {
         &["invalid sandbox name", "64 characters"],
     );
     check(&["sandbox", "create", "--name", "-x", "--", "true"], 2, &[]);
-    check(&["sandbox", "create", "--name", "okname"], 2, &["command"]);
+    check(&["sandbox", "create", "--name", "okname", "--no-tty"], 2, &["command"]);
     check(&["sandbox", "create", "--name", "okenv", "--env", "1X=y", "--", "true"], 2, &["1X"]);
     check(
         &["sandbox", "create", "--name", "okwd", "--workdir", "/nonexistent/osh-e2e", "--", "true"],

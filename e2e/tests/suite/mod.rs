@@ -10,6 +10,7 @@ mod gateway_corpus;
 mod gateway_lifecycle;
 mod gateway_recovery;
 mod gateway_remote;
+mod gateway_tty;
 mod harness;
 mod net_deny;
 mod net_positive;

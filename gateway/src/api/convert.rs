@@ -27,6 +27,7 @@ pub fn spec_from_pb(s: Option<pb::SandboxSpec>) -> SandboxSpec {
         env: s.env.into_iter().collect(),
         labels: s.labels.into_iter().collect(),
         driver: s.driver,
+        tty: s.tty,
     }
 }
 
@@ -38,6 +39,7 @@ fn spec_to_pb(s: &SandboxSpec) -> pb::SandboxSpec {
         env: s.env.clone().into_iter().collect(),
         labels: s.labels.clone().into_iter().collect(),
         driver: s.driver.clone(),
+        tty: s.tty,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Thin tonic services over [`crate::lifecycle::Gateway`]: decode, call, encode. Authentication happened
 //! in [`crate::auth`] before any of this runs.
 
+pub mod attach;
 pub mod convert;
 pub mod logs;
 pub mod sandboxes;

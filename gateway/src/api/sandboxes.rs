@@ -31,6 +31,15 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Sandbox, Status>> + Send
 
 #[tonic::async_trait]
 impl SandboxService for Api {
+    type AttachStream = super::attach::AttachStream;
+
+    async fn attach(
+        &self,
+        req: Request<tonic::Streaming<pb::AttachInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        Ok(Response::new(super::attach::attach(&self.0, req.into_inner()).await?))
+    }
+
     async fn create_sandbox(
         &self,
         req: Request<pb::CreateSandboxRequest>,

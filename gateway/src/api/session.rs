@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use openshell_proto::supervisor::v1::supervisor_session_server::SupervisorSession;
-use openshell_proto::supervisor::v1::{GatewayMessage, SupervisorMessage, supervisor_message::Msg};
+use openshell_proto::supervisor::v1::{GatewayMessage, RelayUp, SupervisorMessage, supervisor_message::Msg};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -20,6 +20,14 @@ type Outbound = Pin<Box<dyn Stream<Item = Result<GatewayMessage, Status>> + Send
 #[tonic::async_trait]
 impl SupervisorSession for Api {
     type OpenStream = Outbound;
+    type RelayStream = super::attach::RelayStream;
+
+    async fn relay(&self, req: Request<Streaming<RelayUp>>) -> Result<Response<Self::RelayStream>, Status> {
+        let Identity::Sandbox(id) = identity(&req)? else {
+            return Err(Status::permission_denied("only sandboxes open relays"));
+        };
+        Ok(Response::new(super::attach::relay(&self.0, &id, req.into_inner()).await?))
+    }
 
     async fn open(
         &self,
@@ -86,6 +94,7 @@ async fn handle(
         Some(Msg::Logs(batch)) => gateway.on_logs(id, batch).await,
         Some(Msg::Events(batch)) => gateway.on_events(id, batch).await,
         Some(Msg::Heartbeat(_)) => gateway.on_heartbeat(id).await,
+        Some(Msg::RelayRefused(r)) => gateway.relays.refuse(id, &r.relay_id, r.error),
         Some(Msg::Hello(_)) | None => {}
     }
     Ok(())

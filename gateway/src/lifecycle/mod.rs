@@ -18,6 +18,7 @@ use crate::drivers::{ComputeDriver, Instance};
 use crate::errors::{GatewayError, Result};
 use crate::model::{LogLevel, LogSource, NewLog, Phase, SandboxRecord, now_ms};
 use crate::sessions::Sessions;
+use crate::sessions::relays::Relays;
 use crate::store::{Store, StoreError};
 use hub::Hub;
 
@@ -30,6 +31,8 @@ pub struct Gateway {
     pub store: Arc<dyn Store>,
     drivers: BTreeMap<&'static str, Arc<dyn ComputeDriver>>,
     pub sessions: Sessions,
+    /// Relays requested from supervisors, waiting for their streams.
+    pub relays: Relays,
     pub hub: Hub,
     /// Sandboxes with a user operation in progress (the reconciler waits for them).
     pub busy: busy::Busy,
@@ -50,6 +53,7 @@ impl Gateway {
             store,
             drivers: drivers.into_iter().map(|d| (d.name(), d)).collect(),
             sessions: Sessions::default(),
+            relays: Relays::default(),
             hub: Hub::default(),
             busy: busy::Busy::default(),
             supervisor_endpoint,

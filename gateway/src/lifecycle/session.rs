@@ -37,6 +37,7 @@ impl Gateway {
             env: record.spec.env.clone().into_iter().collect(),
             hidden_paths: i.hidden_paths.iter().map(|p| p.display().to_string()).collect(),
             chown_workdir: record.spec.workdir.is_none(),
+            tty: record.spec.tty,
         });
         let heartbeat_interval_ms = u32::try_from(HEARTBEAT_INTERVAL.as_millis()).unwrap_or(5000);
         let session_id = self.sessions.register(id, tx.clone(), hello.agent_running);

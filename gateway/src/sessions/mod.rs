@@ -1,6 +1,8 @@
 //! Connected supervisor sessions, by sandbox id. At most one per sandbox: a new session replaces the
 //! old one (whose outbound channel is dropped, ending its stream).
 
+pub mod relays;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -82,6 +82,8 @@ pub fn sandbox(id: &str, name: &str, created_at_ms: i64) -> SandboxRecord {
             env: BTreeMap::from([("LANG".to_owned(), "C.UTF-8".to_owned())]),
             labels: BTreeMap::from([("team".to_owned(), "infra".to_owned())]),
             driver: "local".to_owned(),
+            // Not the default, so that a store dropping it fails the round trip.
+            tty: true,
         },
         phase: Phase::Provisioning,
         phase_reason: "created".to_owned(),

@@ -15,6 +15,7 @@ use openshell_supervisor_sys::landlock;
 use openshell_supervisor_sys::nix::unistd::{AccessFlags, access};
 use openshell_supervisor_sys::privs;
 use openshell_supervisor_sys::process;
+use openshell_supervisor_sys::pty;
 use openshell_supervisor_sys::seccomp::{self, BpfProgram};
 use openshell_supervisor_sys::seccomp_notify::{self, NotifyError, NotifyPrograms};
 use serde::{Deserialize, Serialize};
@@ -130,6 +131,9 @@ pub(super) fn run(
         }
     };
     step("signals", process::reset_signals_for_exec().map_err(|e| error_chain(&e)));
+    if spec.controlling_tty {
+        step("controlling terminal", pty::make_controlling(std::io::stdin()).map_err(|e| error_chain(&e)));
+    }
     let mut prepared = match landlock::prepare(landlock_spec) {
         Ok(p) => p,
         Err(e) => abort(&chan, "landlock (opening paths)", error_chain(&e), EXIT_SETUP_FAILED),

@@ -69,6 +69,11 @@ pub struct SandboxSpec {
     /// sandbox. The workdir must not be a top-level directory such as `/tmp`.
     #[serde(default)]
     pub chown_workdir: bool,
+    /// stdin is a terminal the agent must have as its controlling terminal: the agent starts a new
+    /// session and takes it (Ctrl-C, job control and SIGWINCH reach it). Set for `tty` launches, whose
+    /// stdio is a pseudo-terminal held by the supervisor.
+    #[serde(default)]
+    pub controlling_tty: bool,
 }
 
 /// How the supervisor will observe the sandbox, decided before the launch (not part of the policy).
@@ -263,6 +268,7 @@ mod tests {
             hostname: "sandbox-t".into(),
             hidden: vec![],
             chown_workdir: false,
+            controlling_tty: false,
         }
     }
 

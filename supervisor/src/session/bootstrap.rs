@@ -1,8 +1,9 @@
 //! From the first session to a running sandbox: wait for the gateway's Welcome (the launch spec) and
 //! PolicyPush (the policy), then start the sandbox exactly like standalone mode does, with the agent's
-//! stdio on pipes.
+//! stdio on pipes, or on a pseudo-terminal for `tty` launches.
 
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::Arc;
 
 use openshell_egress::events::EventSink;
@@ -12,9 +13,11 @@ use openshell_proto::supervisor::v1::{Hello, LaunchSpec, PolicyAck, PolicyPush, 
 use super::Signals;
 use super::link::{ConnEvent, Connection};
 use super::outbox::Outbox;
-use super::stdio::{self, ReaderTasks};
-use crate::sandbox::{self, InputError, Sandbox, StartError};
+use super::stdio::{self, ReaderTasks, Readers};
+use super::terminal::Terminal;
+use crate::sandbox::{self, AgentStdio, InputError, Sandbox, StartError};
 use crate::spec::RunInputs;
+use openshell_supervisor_sys::pty;
 
 /// Exit status when the gateway's inputs (policy, launch spec) are invalid. Same as `run`.
 const EXIT_INVALID_INPUT: u8 = 2;
@@ -56,7 +59,9 @@ pub async fn await_assignment(
                 }
                 ConnEvent::Message(gateway_message::Msg::Policy(p)) => policy = Some(p),
                 ConnEvent::Message(gateway_message::Msg::Stop(_)) => return Err(Interrupted::Stopped),
-                ConnEvent::Message(gateway_message::Msg::Heartbeat(_)) | ConnEvent::Up => {}
+                // Nothing to relay before the launch; the gateway's wait for the relay times out.
+                ConnEvent::Message(gateway_message::Msg::Heartbeat(_) | gateway_message::Msg::OpenRelay(_))
+                | ConnEvent::Up => {}
                 // A new session starts from scratch: the gateway sends both again.
                 ConnEvent::Down(_) => (welcome, policy) = (None, None),
             },
@@ -84,6 +89,8 @@ pub enum LaunchFailure {
     Input(#[source] InputError),
     #[error("cannot create the agent's output pipes")]
     Pipes(#[source] std::io::Error),
+    #[error("cannot create the agent's terminal")]
+    Terminal(#[source] std::io::Error),
     #[error("the sandbox could not be started")]
     Start(#[source] StartError),
 }
@@ -91,7 +98,9 @@ pub enum LaunchFailure {
 impl LaunchFailure {
     pub fn exit_code(&self) -> u8 {
         match self {
-            LaunchFailure::Pipes(_) | LaunchFailure::Start(_) => EXIT_START_FAILED,
+            LaunchFailure::Pipes(_) | LaunchFailure::Terminal(_) | LaunchFailure::Start(_) => {
+                EXIT_START_FAILED
+            }
             _ => EXIT_INVALID_INPUT,
         }
     }
@@ -111,6 +120,8 @@ impl LaunchFailure {
 pub struct Started {
     pub sandbox: Sandbox,
     pub readers: ReaderTasks,
+    /// The agent's terminal (`tty` launches).
+    pub terminal: Option<Arc<Terminal>>,
     /// The policy revision in force.
     pub revision: u64,
 }
@@ -162,15 +173,39 @@ pub async fn launch(
         lookup_env: &lookup,
         hidden: &hidden,
         chown_workdir: launch.chown_workdir,
+        controlling_tty: launch.tty,
     };
     let plan = sandbox::plan(policy, &inputs).map_err(LaunchFailure::Start)?;
-    let (stdio, readers) = stdio::agent_pipes().map_err(LaunchFailure::Pipes)?;
+    let (stdio, readers, terminal) = if launch.tty {
+        let (stdio, terminal) = agent_terminal(plan.agent_ids()).map_err(LaunchFailure::Terminal)?;
+        (stdio, Readers::none(), Some(terminal))
+    } else {
+        let (stdio, readers) = stdio::agent_pipes().map_err(LaunchFailure::Pipes)?;
+        (stdio, readers, None)
+    };
     // Served before the launch: the agent may write before the launch returns, and a full pipe would stall
     // it.
     let readers = readers.spawn(outbox);
     let sandbox = sandbox::start(plan, events, stdio).await.map_err(LaunchFailure::Start)?;
     tracing::info!(init_pid = sandbox.init_pid, revision = push.revision, "agent started");
-    Ok(Started { sandbox, readers, revision: push.revision })
+    Ok(Started { sandbox, readers, terminal, revision: push.revision })
+}
+
+/// A pseudo-terminal for the agent: its side becomes the agent's stdin, stdout and stderr (the supervisor
+/// keeps no copy, so the master reads end-of-file once the sandbox is gone), the master is served at once.
+fn agent_terminal((uid, gid): (u32, u32)) -> std::io::Result<(AgentStdio, Arc<Terminal>)> {
+    let pair = pty::open(0, 0).map_err(std::io::Error::other)?;
+    // Root mode: the agent's uid owns its terminal, as a login would arrange. Rootless: the caller owns it,
+    // which is who the agent's ids map to.
+    if openshell_supervisor_sys::nix::unistd::geteuid().is_root() {
+        pty::give_to(&pair.peer, uid, gid).map_err(std::io::Error::other)?;
+    }
+    let stdio = AgentStdio::Given {
+        stdin: Stdio::from(pair.peer.try_clone()?),
+        stdout: Stdio::from(pair.peer.try_clone()?),
+        stderr: Stdio::from(pair.peer),
+    };
+    Ok((stdio, Terminal::start(pair.master)?))
 }
 
 /// The Hello of a supervisor that has not launched anything (or whose agent is gone).

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
 use super::msg;
-use super::transport::Transport;
+use super::transport::{Client, Transport};
 
 /// Messages waiting for the HTTP/2 stream; beyond this, senders wait (batches stay in the outbox).
 const OUTBOUND_QUEUE: usize = 32;
@@ -68,6 +68,8 @@ pub struct Link {
     tx: Option<mpsc::Sender<SupervisorMessage>>,
     rx: Streaming<GatewayMessage>,
     heartbeat: Option<JoinHandle<()>>,
+    /// The client of this link's connection: relays are further calls on the same HTTP/2 connection.
+    client: Client,
 }
 
 impl Drop for Link {
@@ -91,7 +93,7 @@ impl Link {
             .await
             .map_err(|_| LinkError::Timeout(OPEN_TIMEOUT))?
             .map_err(LinkError::Refused)?;
-        let mut link = Link { tx: Some(tx), rx: response.into_inner(), heartbeat: None };
+        let mut link = Link { tx: Some(tx), rx: response.into_inner(), heartbeat: None, client };
         link.set_heartbeat(DEFAULT_HEARTBEAT);
         Ok(link)
     }
@@ -153,6 +155,11 @@ impl Connection {
     /// A sender for the current link (cloned so that the caller's borrow does not pin the connection).
     pub fn sender(&self) -> Option<mpsc::Sender<SupervisorMessage>> {
         self.link.as_ref().and_then(|l| l.tx.clone())
+    }
+
+    /// A client on the current link's connection (for relays).
+    pub fn client(&self) -> Option<Client> {
+        self.link.as_ref().map(|l| l.client.clone())
     }
 
     pub fn set_heartbeat(&mut self, every: Duration) {

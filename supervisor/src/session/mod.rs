@@ -10,7 +10,8 @@
 //!
 //! Modules: [`secret`] (the credential from the driver), [`transport`] (endpoint, TLS, metadata),
 //! [`link`] (one stream, reconnection), [`outbox`] (bounded buffers, batches), [`stdio`] (the agent's
-//! pipes), [`bootstrap`] (assignment and launch), [`running`] (the loop while the agent runs),
+//! pipes), [`terminal`] and [`relay`] (the agent's pseudo-terminal for `tty` launches, served on relay
+//! streams), [`bootstrap`] (assignment and launch), [`running`] (the loop while the agent runs),
 //! [`finish`] (the last word).
 //!
 //! Threat handled: the gateway (or the network to it) failing must not change what is enforced: the agent
@@ -21,9 +22,11 @@ mod bootstrap;
 mod finish;
 mod link;
 mod outbox;
+mod relay;
 mod running;
 mod secret;
 mod stdio;
+mod terminal;
 mod transport;
 
 use std::path::PathBuf;
@@ -147,9 +150,10 @@ async fn serve(sandbox_id: String, transport: Transport) -> u8 {
             return failure.exit_code();
         }
     };
-    let bootstrap::Started { sandbox, readers, revision } = started;
+    let bootstrap::Started { sandbox, readers, terminal, revision } = started;
     let ctx = running::Ctx {
         conn: &mut conn,
+        terminal: terminal.as_ref(),
         outbox: &outbox,
         pump: &mut pump,
         signals: &mut signals,

@@ -7,6 +7,7 @@
 //! and the enforcement report; it pushes again what it still wants).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openshell_proto::supervisor::v1::{
@@ -17,7 +18,8 @@ use tokio::time::Instant;
 
 use super::link::{ConnEvent, Connection};
 use super::outbox::{EventPump, Outbox};
-use super::{Signals, msg};
+use super::terminal::Terminal;
+use super::{Signals, msg, relay};
 use crate::sandbox::{Sandbox, StartError};
 
 /// After SIGKILL was asked of sandbox init for the agent, how long before init itself is killed.
@@ -26,6 +28,8 @@ const KILL_INIT_AFTER: Duration = Duration::from_secs(2);
 /// What the loop works with.
 pub struct Ctx<'a> {
     pub conn: &'a mut Connection,
+    /// The agent's terminal (`tty` launches), served to OpenRelay(ATTACH).
+    pub terminal: Option<&'a Arc<Terminal>>,
     pub outbox: &'a Outbox,
     pub pump: &'a mut EventPump,
     pub signals: &'a mut Signals,
@@ -53,7 +57,7 @@ enum Step {
 
 /// Runs until the agent exits. Starts by reporting the start and acknowledging `revision`.
 pub async fn supervise(ctx: Ctx<'_>, sandbox: &Sandbox, mut revision: u64) -> Ended {
-    let Ctx { conn, outbox, pump, signals, sandbox_id } = ctx;
+    let Ctx { conn, terminal, outbox, pump, signals, sandbox_id } = ctx;
     let enforcement_json = sandbox.enforcement_json();
     let mut control: VecDeque<SupervisorMessage> = VecDeque::from([
         msg(supervisor_message::Msg::Started(AgentStarted {
@@ -92,6 +96,12 @@ pub async fn supervise(ctx: Ctx<'_>, sandbox: &Sandbox, mut revision: u64) -> En
                         signal_agent(sandbox, libc::SIGTERM);
                         let grace = Duration::from_millis(u64::from(s.grace_ms));
                         stop = Some(Escalation { at: Instant::now() + grace, step: Step::KillAgent });
+                    }
+                }
+                ConnEvent::Message(gateway_message::Msg::OpenRelay(open)) => {
+                    if let Err(refused) = relay::open(conn.client(), open, terminal) {
+                        tracing::info!(relay_id = %refused.relay_id, "relay refused: {}", refused.error);
+                        control.push_back(msg(supervisor_message::Msg::RelayRefused(refused)));
                     }
                 }
                 ConnEvent::Message(gateway_message::Msg::Heartbeat(_)) => {}

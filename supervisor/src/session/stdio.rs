@@ -42,6 +42,11 @@ pub fn agent_pipes() -> std::io::Result<(AgentStdio, Readers)> {
 }
 
 impl Readers {
+    /// No pipes (the agent runs on a terminal).
+    pub fn none() -> Self {
+        Readers { pipes: Vec::new() }
+    }
+
     pub fn spawn(self, outbox: Arc<Outbox>) -> ReaderTasks {
         ReaderTasks(
             self.pipes

@@ -26,6 +26,7 @@ pub mod observer;
 pub mod privs;
 pub mod probe;
 pub mod process;
+pub mod pty;
 pub mod seccomp;
 pub mod seccomp_notify;
 

@@ -103,6 +103,7 @@ fn launch_spec(workdir: &Path, script: &str) -> LaunchSpec {
         env: HashMap::from([("GREETING".to_string(), "hello".to_string())]),
         hidden_paths: vec![],
         chown_workdir: false,
+        tty: false,
     }
 }
 

@@ -10,8 +10,47 @@ fn args(command: &[&str]) -> CreateArgs {
         labels: vec![],
         driver: None,
         detach: false,
+        tty: false,
+        no_tty: false,
         command: command.iter().map(|s| (*s).to_string()).collect(),
     }
+}
+
+fn host(on_terminal: bool) -> Host {
+    Host { on_terminal, shell: Some("/bin/zsh".into()), term: Some("screen".into()) }
+}
+
+#[test]
+fn terminal_choice() {
+    // No command: the login shell on a terminal, with the user's TERM.
+    let spec = build_request(&args(&[]), &host(false)).unwrap().spec.unwrap();
+    assert_eq!(spec.command, ["/bin/zsh", "-l"]);
+    assert!(spec.tty);
+    assert_eq!(spec.env.get("TERM").map(String::as_str), Some("screen"));
+    let no_shell = Host { on_terminal: false, shell: Some("zsh".into()), term: None };
+    let spec = build_request(&args(&[]), &no_shell).unwrap().spec.unwrap();
+    assert_eq!(spec.command, ["/bin/sh", "-l"]);
+    assert_eq!(spec.env.get("TERM").map(String::as_str), Some("xterm-256color"));
+    // A command: a terminal only when the user is at one and stays attached, or asks.
+    let on = |a: &CreateArgs, t: bool| build_request(a, &host(t)).unwrap().spec.unwrap().tty;
+    let mut a = args(&["claude"]);
+    assert!(!on(&a, false));
+    assert!(on(&a, true));
+    a.detach = true;
+    assert!(!on(&a, true));
+    a.tty = true;
+    assert!(on(&a, false));
+    let mut a = args(&["claude"]);
+    a.no_tty = true;
+    assert!(!on(&a, true));
+    let spec = build_request(&a, &host(true)).unwrap().spec.unwrap();
+    assert!(!spec.env.contains_key("TERM"), "no TERM invented for a pipe");
+    // An explicit TERM wins.
+    let mut a = args(&["vi"]);
+    a.tty = true;
+    a.env = vec!["TERM=vt100".into()];
+    let spec = build_request(&a, &host(false)).unwrap().spec.unwrap();
+    assert_eq!(spec.env.get("TERM").map(String::as_str), Some("vt100"));
 }
 
 #[test]
@@ -29,7 +68,7 @@ fn request_carries_everything() {
     a.env = vec!["A=1".into()];
     a.labels = vec!["team=ml".into()];
     a.driver = Some("local".into());
-    let req = build_request(&a).unwrap();
+    let req = build_request(&a, &host(false)).unwrap();
     assert_eq!(req.name, "agent-1");
     assert_eq!(req.policy_yaml, "version: 1\n");
     let spec = req.spec.unwrap();
@@ -42,7 +81,7 @@ fn request_carries_everything() {
 
 #[test]
 fn defaults_are_left_to_the_gateway() {
-    let req = build_request(&args(&["true"])).unwrap();
+    let req = build_request(&args(&["true"]), &host(false)).unwrap();
     assert_eq!(req.name, "");
     assert_eq!(req.policy_yaml, "");
     let spec = req.spec.unwrap();
@@ -50,7 +89,7 @@ fn defaults_are_left_to_the_gateway() {
 }
 
 fn invalid(a: &CreateArgs) -> String {
-    let err = build_request(a).unwrap_err();
+    let err = build_request(a, &host(false)).unwrap_err();
     assert_eq!(err.code(), INVALID, "{err}");
     err.to_string()
 }
@@ -60,10 +99,9 @@ fn bad_input_is_refused_before_any_rpc() {
     let mut a = args(&["true"]);
     a.name = Some("Bad_Name".into());
     assert!(invalid(&a).contains("invalid sandbox name `Bad_Name`"));
-    assert_eq!(
-        invalid(&args(&[])),
-        "a command is required after `--` (interactive sessions arrive with `sandbox connect`)"
-    );
+    let mut a = args(&[]);
+    a.no_tty = true;
+    assert_eq!(invalid(&a), "--no-tty needs a command after `--`");
     let mut a = args(&["true"]);
     a.env = vec!["NOEQUALS".into()];
     assert!(invalid(&a).contains("expected KEY=VALUE"));

@@ -79,7 +79,11 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
             let early = buf.split_off(head_len);
             connect::handle(shared, stream, who, host, port, &early).await;
         }
-        Ok(FirstRequest::Forward) => forward::serve(shared, Prefixed::new(buf.freeze(), stream), who).await,
+        Ok(FirstRequest::Forward) => {
+            // Responses stream to the agent through this socket (tunnels get it in `splice_tcp`).
+            crate::io::agent_side(&stream);
+            forward::serve(shared, Prefixed::new(buf.freeze(), stream), who).await;
+        }
         Err(msg) => {
             let _ = stream
                 .write_all(&reply::raw(StatusCode::BAD_REQUEST, &BadRequestBody::new(&msg), true))

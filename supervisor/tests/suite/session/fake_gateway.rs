@@ -50,6 +50,15 @@ fn gw(msg: gateway_message::Msg) -> Result<GatewayMessage, Status> {
 #[tonic::async_trait]
 impl SupervisorSession for Fake {
     type OpenStream = ReceiverStream<Result<GatewayMessage, Status>>;
+    type RelayStream = ReceiverStream<Result<openshell_proto::supervisor::v1::RelayDown, Status>>;
+
+    /// Relays are covered end to end through the real gateway (e2e `gateway_tty`).
+    async fn relay(
+        &self,
+        _req: Request<Streaming<openshell_proto::supervisor::v1::RelayUp>>,
+    ) -> Result<Response<Self::RelayStream>, Status> {
+        Err(Status::unimplemented("the fake gateway has no relays"))
+    }
 
     async fn open(
         &self,
